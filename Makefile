@@ -1,0 +1,56 @@
+# fer-book: make book | make test | make chapter CH=01_data PROFILE=full | make render PROFILE=full
+# Every target creates/updates the virtual environment first when the pinned stack changed.
+
+PROFILE ?= sample
+CH ?=
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN := $(PY) -m fer_lib.runner
+# Full-profile chapters cheap enough for nbval to re-execute in CI when the full data is present
+# ($FER_DATA_DIR): their checked cells guard the data layer against regressions.
+NBVAL_FULL := book/executed/full/01_data.ipynb
+
+.PHONY: help venv book execute chapter render test smoke sample-data clean
+
+help:
+	@echo "make book [PROFILE=sample|full|smoke]   execute every chapter, then build the HTML book"
+	@echo "make chapter CH=01_data [PROFILE=...]    execute one chapter"
+	@echo "make render [PROFILE=full]               build the HTML book from executed notebooks only"
+	@echo "make test                                unit tests + nbval over the smoke-executed chapters"
+	@echo "make venv                                create/update $(VENV) with the pinned stack"
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(STAMP)
+
+execute: venv
+	$(RUN) execute --profile $(PROFILE)
+
+chapter: venv
+	@test -n "$(CH)" || { echo "name a chapter: make chapter CH=01_data (chapters: $$($(RUN) list | tr '\n' ' '))"; exit 2; }
+	$(RUN) execute --profile $(PROFILE) --chapter $(CH)
+
+render: venv
+	$(RUN) render --profile $(PROFILE)
+
+book: execute render
+
+smoke: venv
+	$(RUN) execute --profile smoke
+
+test: smoke
+	@if $(RUN) has-full-data; then full="$(NBVAL_FULL)"; else echo "nbval: full-profile notebooks not re-checked (set FER_DATA_DIR to the full data)"; full=""; fi; \
+	$(PY) -m pytest tests book/executed/smoke $$full --nbval-lax
+
+sample-data: venv
+	@test -n "$$FER_DATA_DIR" || { echo "set FER_DATA_DIR to the folder with the full .npz archives"; exit 2; }
+	$(PY) -m fer_lib.sample --source "$$FER_DATA_DIR" --out data/sample
+
+clean:
+	rm -rf _build book/executed/smoke book/executed/sample results/smoke results/sample

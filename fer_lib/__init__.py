@@ -1,0 +1,22 @@
+"""fer_lib: the helper library of fer-book, a reproducible book on facial emotion recognition.
+
+Chapters hold narrative, parameters, calls and figures; the logic they call lives here:
+
+- :mod:`fer_lib.data` - one :class:`FaceDataset` for FER2013, CK+48 and JAFFE in every layout
+- :mod:`fer_lib.labels` - label sets by name (7 emotions, happy/sad/unknown, valence-4, CK+'s 7)
+- :mod:`fer_lib.params` - run profiles (smoke, sample, full)
+- :mod:`fer_lib.results` - the one metric function and the results-record schema
+- :mod:`fer_lib.quality` - duplicate and blank images
+- :mod:`fer_lib.runner` - papermill execution and Jupyter Book rendering
+"""
+from .data import FaceDataset, LoadReport, load_ckplus, load_dataset, load_fer2013, load_jaffe
+from .labels import LABEL_SETS, get_label_set
+from .params import load_params
+from .results import evaluate, load_records, make_record, write_record
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FaceDataset", "LoadReport", "load_dataset", "load_fer2013", "load_ckplus", "load_jaffe",
+    "LABEL_SETS", "get_label_set", "load_params", "evaluate", "make_record", "write_record", "load_records",
+]

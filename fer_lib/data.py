@@ -1,0 +1,545 @@
+"""One dataset object for every source: FER2013, CK+48 and JAFFE, from every layout users have.
+
+Every loader returns a :class:`FaceDataset` with uint8 images, labels under canonical emotion names,
+the split, the subject id where the dataset has one, and a stable per-image id that survives
+subsetting and relabelling, so that an error in a results table can be traced back to its image.
+
+Nothing is dropped silently: rows or files that cannot be used are skipped, counted by reason in the
+dataset's :class:`LoadReport`, and announced with a warning.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .labels import CKPLUS7, EMOTION7, LSTM_TRAINING_CAPS, LabelSet, canonical_emotion, get_label_set
+from .paths import resolve_data_dir
+
+#: FER2013's split names, in protocol order: train on Training, select on PublicTest, report on PrivateTest.
+FER2013_SPLITS = ("Training", "PublicTest", "PrivateTest")
+TRAIN, VAL, TEST = FER2013_SPLITS
+#: The standard split sizes: a full FER2013 load must reproduce them exactly.
+FER2013_STANDARD_SIZES = {TRAIN: 28709, VAL: 3589, TEST: 3589}
+#: Split name for datasets without an official split (CK+, JAFFE: use subject-independent folds).
+UNSPLIT = "all"
+
+#: How many problem examples a report keeps verbatim (the counts are always complete).
+_MAX_LISTED = 50
+
+
+@dataclass
+class LoadReport:
+    """What a loader read, and everything it could not use, counted by reason."""
+
+    source: str
+    n_loaded: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, detail: str) -> None:
+        self.skipped[reason] += 1
+        if len(self.problems) < _MAX_LISTED:
+            self.problems.append(f"{reason}: {detail}")
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def announce(self) -> None:
+        """Warn about skips so they show in notebooks and logs, not only in the report object."""
+        if self.n_skipped:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
+            listed = "\n  ".join(self.problems)
+            warnings.warn(
+                f"{self.source}: loaded {self.n_loaded}, skipped {self.n_skipped} ({reasons}).\n  {listed}",
+                stacklevel=3,
+            )
+
+    def __str__(self) -> str:
+        lines = [f"source: {self.source}", f"loaded: {self.n_loaded}", f"skipped: {self.n_skipped}"]
+        lines += [f"  {reason}: {n}" for reason, n in self.skipped.most_common()]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+@dataclass
+class FaceDataset:
+    """Face images with labels, split, subject and a stable id per image.
+
+    ``labels`` index ``class_names``; ``label_set`` names the target the labels belong to
+    (a dataset loads under its own: ``emotion7`` for FER2013 and JAFFE, ``ckplus7`` for CK+). ``emotions`` keeps each image's original
+    canonical emotion through relabelling, and ``meta`` holds any further per-image columns
+    (CK+'s sequence and frame numbers).
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    split: np.ndarray
+    subject: np.ndarray
+    ids: np.ndarray
+    emotions: np.ndarray
+    label_set: str
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
+    report: LoadReport | None = None
+
+    def __post_init__(self):
+        n = len(self.images)
+        columns = {"labels": self.labels, "split": self.split, "subject": self.subject, "ids": self.ids,
+                   "emotions": self.emotions, **self.meta}
+        for key, column in columns.items():
+            if len(column) != n:
+                raise ValueError(f"{self.name}: {key} has {len(column)} entries for {n} images")
+        if self.images.dtype != np.uint8:
+            raise TypeError(f"{self.name}: images must be uint8, got {self.images.dtype}")
+        if n and self.labels.max() >= len(self.class_names):
+            raise ValueError(f"{self.name}: label {self.labels.max()} outside class_names {self.class_names}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.images.shape[1:]))
+        splits = ", ".join(f"{s} {n}" for s, n in Counter(self.split.tolist()).items())
+        return f"FaceDataset({self.name}, {len(self)} images {shape}, {self.label_set} {self.class_names}, {splits})"
+
+    @property
+    def label_names(self) -> np.ndarray:
+        """Each image's class name under the current label set."""
+        return np.asarray(self.class_names, dtype=object)[self.labels]
+
+    @property
+    def splits(self) -> list[str]:
+        present = set(self.split.tolist())
+        ordered = [s for s in (*FER2013_SPLITS, UNSPLIT) if s in present]
+        return ordered + sorted(present - set(ordered))
+
+    def subset(self, index) -> "FaceDataset":
+        """Images selected by a boolean mask or an index array (ids, labels and meta follow)."""
+        index = np.asarray(index)
+        if index.dtype == bool and len(index) != len(self):
+            raise ValueError(f"mask has {len(index)} entries for {len(self)} images")
+        return replace(
+            self,
+            images=self.images[index], labels=self.labels[index], split=self.split[index],
+            subject=self.subject[index], ids=self.ids[index], emotions=self.emotions[index],
+            meta={k: v[index] for k, v in self.meta.items()},
+        )
+
+    def select_split(self, *names: str) -> "FaceDataset":
+        unknown = set(names) - set(self.splits)
+        if unknown:
+            raise KeyError(f"{self.name} has no split {sorted(unknown)}; it has {self.splits}")
+        return self.subset(np.isin(self.split, names))
+
+    def counts(self) -> pd.DataFrame:
+        """Images per class (rows, in class order) and split (columns), with totals."""
+        table = pd.crosstab(
+            pd.Categorical(self.label_names, categories=self.class_names),
+            pd.Categorical(self.split, categories=self.splits),
+            rownames=["class"], colnames=["split"], dropna=False,
+        )
+        table["total"] = table.sum(axis=1)
+        table.loc["total"] = table.sum(axis=0)
+        return table
+
+    def relabel(self, label_set: str | LabelSet) -> "FaceDataset":
+        """The same images under another label set; images of emotions outside it are dropped and counted."""
+        label_set = get_label_set(label_set)
+        targets = np.array([label_set.mapping.get(e) for e in self.emotions], dtype=object)
+        keep = targets != None  # noqa: E711 - element-wise comparison on an object array
+        if not keep.all():
+            dropped = Counter(self.emotions[~keep].tolist())
+            warnings.warn(
+                f"{self.name}: {int((~keep).sum())} images have emotions outside label set "
+                f"{label_set.name} and were left out: {dict(dropped)}",
+                stacklevel=2,
+            )
+        kept = self.subset(keep)
+        index = {name: i for i, name in enumerate(label_set.classes)}
+        labels = np.array([index[t] for t in targets[keep]], dtype=np.int16)
+        return replace(kept, labels=labels, class_names=label_set.classes, label_set=label_set.name)
+
+    def stratified_subset(self, per_class: int, seed: int = 0, splits: tuple[str, ...] | None = None) -> "FaceDataset":
+        """At most ``per_class`` images of each class in each split (all of a class if it has fewer)."""
+        rng = np.random.default_rng(seed)
+        chosen = []
+        for split_name in splits or self.splits:
+            for label in range(len(self.class_names)):
+                members = np.flatnonzero((self.split == split_name) & (self.labels == label))
+                chosen.append(rng.choice(members, size=min(per_class, len(members)), replace=False))
+        return self.subset(np.sort(np.concatenate(chosen)))
+
+    def cap_classes(self, caps: dict[str, int | None], split: str = TRAIN, seed: int = 0) -> "FaceDataset":
+        """Keep at most ``caps[emotion]`` random images of each original emotion in ``split``.
+
+        ``None`` keeps every image; emotions missing from ``caps`` are kept whole as well. Other
+        splits are untouched (the studies cap only what they train on).
+        """
+        rng = np.random.default_rng(seed)
+        keep = self.split != split
+        for emotion in np.unique(self.emotions):
+            members = np.flatnonzero((self.split == split) & (self.emotions == emotion))
+            cap = caps.get(emotion)
+            if cap is not None and len(members) > cap:
+                members = rng.choice(members, size=cap, replace=False)
+            keep[members] = True
+        return self.subset(keep)
+
+
+def lstm_study_three_classes(dataset: FaceDataset, seed: int = 0) -> FaceDataset:
+    """The LSTM study's target: training caps on the original emotions, then happy / sad / unknown."""
+    return dataset.cap_classes(LSTM_TRAINING_CAPS, split=TRAIN, seed=seed).relabel("happy_sad_unknown")
+
+
+# --------------------------------------------------------------------------------------------------
+# Building datasets
+
+
+def _native(name: str, label_set: LabelSet, images, emotions, split, subject, ids, report: LoadReport,
+            meta=None) -> FaceDataset:
+    """A dataset under its own label set (FER2013 and JAFFE: emotion7; CK+: ckplus7)."""
+    emotions = np.asarray([canonical_emotion(e) for e in emotions], dtype=object)
+    outside = set(emotions.tolist()) - set(label_set.classes)
+    if outside:
+        raise ValueError(f"{name}: emotions {sorted(outside)} are not in label set {label_set.name}")
+    classes = label_set.classes
+    index = {c: i for i, c in enumerate(classes)}
+    report.n_loaded = len(images)
+    report.announce()
+    return FaceDataset(
+        name=name,
+        images=np.ascontiguousarray(images, dtype=np.uint8),
+        labels=np.array([index[e] for e in emotions], dtype=np.int16),
+        class_names=classes,
+        split=np.asarray(split, dtype=object),
+        subject=np.asarray(subject, dtype=object),
+        ids=np.asarray(ids, dtype=object),
+        emotions=emotions,
+        label_set=label_set.name,
+        meta=meta or {},
+        report=report,
+    )
+
+
+def _read_gray(path: Path, report: LoadReport, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """A grey-scale uint8 image, or ``None`` (counted in the report) when the file cannot be decoded."""
+    import cv2  # imported here: loading an .npz or .csv needs no OpenCV
+
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        report.skip("unreadable image", str(path))
+        return None
+    if size is not None and image.shape != size:
+        report.notes.append(f"resized {path.name} from {image.shape} to {size}")
+        image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
+    return image
+
+
+def _missing(dataset: str, where: Path, expected: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"No {dataset} data found at {where}.\nExpected one of:\n{expected}\n"
+        "Point the chapter's `data_dir` parameter or $FER_DATA_DIR at the folder holding them, "
+        "or run with the `sample` profile to use the small sample committed in data/sample."
+    )
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:  # read each array once (see data README)
+        return {key: archive[key] for key in archive.files}
+
+
+# --------------------------------------------------------------------------------------------------
+# FER2013
+
+FER2013_NPZ = "fer2013_images_48x48.npz"
+FER2013_CSV = "fer2013.csv"
+_FER2013_EXPECTED = (
+    f"  - {FER2013_NPZ} (the project's archive: images, labels, usage, file_id, class_names)\n"
+    f"  - {FER2013_CSV} (Kaggle 'Challenges in Representation Learning: Facial Expression Recognition "
+    "Challenge': columns emotion, pixels, Usage)\n"
+    "  - train/<class>/Training_*.jpg and test/<class>/{PublicTest,PrivateTest}_*.jpg "
+    "(the Kaggle image-folder edition, e.g. msambare/fer2013)"
+)
+#: FER2013's numeric emotion codes (csv and the project's archive).
+FER2013_CODES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+_FER2013_FILE = re.compile(r"^(Training|PublicTest|PrivateTest)_(\d+)\.(jpe?g|png)$", re.IGNORECASE)
+
+
+def locate_fer2013(path: str | Path | None = None) -> tuple[str, Path]:
+    """Which FER2013 layout is at ``path`` and where: ``('npz'|'csv'|'folders', location)``.
+
+    Raises FileNotFoundError naming the files it expects when none is there.
+    """
+    path = resolve_data_dir(path)
+    if path.is_file():
+        if path.suffix in (".npz", ".csv"):
+            return path.suffix[1:], path
+        raise ValueError(f"{path}: FER2013 is read from .npz, .csv or an image folder, not {path.suffix}")
+    for folder in (path, path / "fer2013"):
+        if (folder / FER2013_NPZ).is_file():
+            return "npz", folder / FER2013_NPZ
+        if (folder / FER2013_CSV).is_file():
+            return "csv", folder / FER2013_CSV
+        if (folder / "train").is_dir() and (folder / "test").is_dir():
+            return "folders", folder
+    raise _missing("FER2013", path, _FER2013_EXPECTED)
+
+
+def load_fer2013(path: str | Path | None = None) -> FaceDataset:
+    """FER2013 from a folder (any of the three layouts) or from a given ``.npz`` / ``.csv`` file.
+
+    ``path=None`` resolves the data folder as ``$FER_DATA_DIR`` then ``data/``.
+    """
+    layout, location = locate_fer2013(path)
+    reader = {"npz": _fer2013_from_npz, "csv": _fer2013_from_csv, "folders": _fer2013_from_folders}[layout]
+    return reader(location)
+
+
+def fer2013_ids(usage, numbers, emotions) -> list[str]:
+    """Stable ids from the image-folder file names: ``Training_3908``.
+
+    The image-folder edition reuses two names in two class folders for different pictures
+    (``Training_8475486`` in angry and surprise, ``Training_52789098`` in surprise and neutral), so a
+    name that occurs more than once gets its class appended (``Training_8475486_angry``) to stay unique.
+    """
+    names = [f"{u}_{n}" for u, n in zip(usage, numbers)]
+    repeated = {name for name, count in Counter(names).items() if count > 1}
+    return [f"{name}_{e}" if name in repeated else name for name, e in zip(names, emotions)]
+
+
+def _fer2013_from_npz(path: Path) -> FaceDataset:
+    arrays = _load_npz(path)
+    names = [str(n) for n in arrays.get("class_names", FER2013_CODES)]
+    usage = arrays["usage"].astype(str)
+    emotions = [canonical_emotion(names[i]) for i in arrays["labels"]]
+    return _native(
+        "fer2013", EMOTION7,
+        arrays["images"],
+        emotions,
+        usage,
+        np.full(len(usage), "", dtype=object),  # FER2013 has no subject ids
+        fer2013_ids(usage, arrays["file_id"], emotions),
+        LoadReport(str(path)),
+    )
+
+
+def _fer2013_from_csv(path: Path) -> FaceDataset:
+    report = LoadReport(str(path))
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"emotion", "pixels", "Usage"} - set(table.columns)
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {sorted(missing)}; the Kaggle fer2013.csv has emotion, pixels, Usage "
+            f"(found {list(table.columns)})"
+        )
+    images, emotions, usage, ids = [], [], [], []
+    for row, (emotion, pixels, split) in enumerate(zip(table["emotion"], table["pixels"], table["Usage"])):
+        line = row + 2  # 1-based, after the header: what an editor shows
+        if not emotion.strip().isdigit() or int(emotion) >= len(FER2013_CODES):
+            report.skip("unknown label", f"line {line}: emotion={emotion!r}")
+            continue
+        if split not in FER2013_SPLITS:
+            report.skip("unknown usage", f"line {line}: Usage={split!r}")
+            continue
+        values = pixels.split()
+        if len(values) != 48 * 48:
+            report.skip("wrong pixel count", f"line {line}: {len(values)} values, expected 2304")
+            continue
+        try:
+            image = np.array(values, dtype=np.int32)
+        except ValueError:
+            report.skip("non-numeric pixels", f"line {line}")
+            continue
+        if image.min() < 0 or image.max() > 255:
+            report.skip("pixel out of 0..255", f"line {line}")
+            continue
+        images.append(image.astype(np.uint8).reshape(48, 48))
+        emotions.append(FER2013_CODES[int(emotion)])
+        usage.append(split)
+        ids.append(f"csv_row{row:05d}")  # row in the original csv: stable for the standard file
+    return _native("fer2013", EMOTION7, np.stack(images) if images else np.zeros((0, 48, 48), np.uint8),
+                   emotions, usage, [""] * len(usage), ids, report)
+
+
+def _fer2013_from_folders(root: Path) -> FaceDataset:
+    report = LoadReport(str(root))
+    images, emotions, usage, numbers = [], [], [], []
+    for top in ("train", "test"):
+        for class_dir in sorted(p for p in (root / top).iterdir() if p.is_dir()):
+            try:
+                emotion = canonical_emotion(class_dir.name)
+            except KeyError:
+                for file in class_dir.iterdir():
+                    report.skip("unknown class folder", str(file))
+                continue
+            for file in sorted(class_dir.iterdir()):
+                match = _FER2013_FILE.match(file.name)
+                if not match:
+                    report.skip("file name without Training_/PublicTest_/PrivateTest_ prefix", str(file))
+                    continue
+                split, number = match.group(1), match.group(2)
+                if (top == "train") != (split == TRAIN):
+                    report.skip("split prefix contradicts its folder", str(file))
+                    continue
+                image = _read_gray(file, report, size=(48, 48))
+                if image is None:
+                    continue
+                images.append(image)
+                emotions.append(emotion)
+                usage.append(split)
+                numbers.append(number)
+    if not images:
+        raise _missing("FER2013", root, _FER2013_EXPECTED)
+    ids = fer2013_ids(usage, numbers, emotions)
+    return _native("fer2013", EMOTION7, np.stack(images), emotions, usage, [""] * len(usage), ids, report)
+
+
+# --------------------------------------------------------------------------------------------------
+# CK+48
+
+CKPLUS_NPZ = "ckplus48_images.npz"
+_CKPLUS_EXPECTED = (
+    f"  - {CKPLUS_NPZ} (the project's archive: images, labels, subject, sequence, frame, filename)\n"
+    "  - CK+48/<class>/S###_###_########.png (the 48x48 'CK+48' edition: anger, contempt, disgust, "
+    "fear, happy, sadness, surprise)"
+)
+_CKPLUS_FILE = re.compile(r"^S(\d+)_(\d+)_(\d+)\.png$", re.IGNORECASE)
+
+
+def load_ckplus(path: str | Path | None = None) -> FaceDataset:
+    """CK+48: the last three frames of CK+'s 327 labelled sequences, with subject ids."""
+    path = resolve_data_dir(path)
+    if path.is_file() and path.suffix == ".npz":
+        return _ckplus_from_npz(path)
+    if (path / CKPLUS_NPZ).is_file():
+        return _ckplus_from_npz(path / CKPLUS_NPZ)
+    for folder in (path / "CK+48", path / "ck+48", path):
+        if folder.is_dir() and any((folder / c).is_dir() for c in ("anger", "happy", "surprise")):
+            return _ckplus_from_folders(folder)
+    raise _missing("CK+48", path, _CKPLUS_EXPECTED)
+
+
+def _ckplus_dataset(images, emotions, subject, sequence, frame, filenames, report) -> FaceDataset:
+    subject = np.asarray(subject, dtype=np.int32)
+    return _native(
+        "ckplus48", CKPLUS7, images, emotions, [UNSPLIT] * len(images),
+        [f"S{s:03d}" for s in subject],
+        [Path(f).stem for f in filenames],
+        report,
+        meta={"sequence": np.asarray(sequence, dtype=np.int32), "frame": np.asarray(frame, dtype=np.int32)},
+    )
+
+
+def _ckplus_from_npz(path: Path) -> FaceDataset:
+    a = _load_npz(path)
+    names = [str(n) for n in a["class_names"]]
+    return _ckplus_dataset(a["images"], [names[i] for i in a["labels"]], a["subject"], a["sequence"],
+                           a["frame"], a["filename"].astype(str), LoadReport(str(path)))
+
+
+def _ckplus_from_folders(root: Path) -> FaceDataset:
+    report = LoadReport(str(root))
+    images, emotions, subject, sequence, frame, names = [], [], [], [], [], []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            emotion = canonical_emotion(class_dir.name)
+        except KeyError:
+            for file in class_dir.iterdir():
+                report.skip("unknown class folder", str(file))
+            continue
+        for file in sorted(class_dir.iterdir()):
+            match = _CKPLUS_FILE.match(file.name)
+            if not match:
+                report.skip("file name not S###_###_########.png", str(file))
+                continue
+            image = _read_gray(file, report, size=(48, 48))
+            if image is None:
+                continue
+            images.append(image)
+            emotions.append(emotion)
+            subject.append(int(match.group(1)))
+            sequence.append(int(match.group(2)))
+            frame.append(int(match.group(3)))
+            names.append(file.name)
+    if not images:
+        raise _missing("CK+48", root, _CKPLUS_EXPECTED)
+    return _ckplus_dataset(np.stack(images), emotions, subject, sequence, frame, names, report)
+
+
+# --------------------------------------------------------------------------------------------------
+# JAFFE
+
+JAFFE_NPZ = "jaffe_256x256.npz"
+_JAFFE_EXPECTED = (
+    f"  - {JAFFE_NPZ} (the project's archive: images, labels, subject, filename, class_names)\n"
+    "  - a folder (e.g. jaffe/) of the original files named like KA.AN1.39.tiff "
+    "(subject . expression code + repeat . number)"
+)
+_JAFFE_FILE = re.compile(r"^([A-Z]{2})\.([A-Z]{2})(\d)\.(\d+)\.tiff?$", re.IGNORECASE)
+
+
+def load_jaffe(path: str | Path | None = None) -> FaceDataset:
+    """JAFFE: 213 posed images of 10 subjects, 256x256 grey."""
+    path = resolve_data_dir(path)
+    if path.is_file() and path.suffix == ".npz":
+        return _jaffe_from_npz(path)
+    if (path / JAFFE_NPZ).is_file():
+        return _jaffe_from_npz(path / JAFFE_NPZ)
+    for folder in (path / "jaffe", path / "JAFFE", path):
+        if folder.is_dir() and any(_JAFFE_FILE.match(f.name) for f in folder.iterdir()):
+            return _jaffe_from_folder(folder)
+    raise _missing("JAFFE", path, _JAFFE_EXPECTED)
+
+
+def _jaffe_from_npz(path: Path) -> FaceDataset:
+    a = _load_npz(path)
+    names = [str(n) for n in a["class_names"]]
+    filenames = a["filename"].astype(str)
+    return _native("jaffe", EMOTION7, a["images"], [names[i] for i in a["labels"]], [UNSPLIT] * len(filenames),
+                   a["subject"].astype(str), [Path(f).stem for f in filenames], LoadReport(str(path)))
+
+
+def _jaffe_from_folder(root: Path) -> FaceDataset:
+    report = LoadReport(str(root))
+    images, emotions, subject, ids = [], [], [], []
+    for file in sorted(root.iterdir()):
+        if file.name.startswith(".") or file.is_dir() or file.suffix.lower() in {".txt", ".md"}:
+            continue
+        match = _JAFFE_FILE.match(file.name)
+        if not match:
+            report.skip("file name not like KA.AN1.39.tiff", str(file))
+            continue
+        try:
+            emotion = canonical_emotion(match.group(2))
+        except KeyError:
+            report.skip("unknown expression code", str(file))
+            continue
+        image = _read_gray(file, report, size=(256, 256))
+        if image is None:
+            continue
+        images.append(image)
+        emotions.append(emotion)
+        subject.append(match.group(1).upper())
+        ids.append(Path(file.name).stem)
+    if not images:
+        raise _missing("JAFFE", root, _JAFFE_EXPECTED)
+    return _native("jaffe", EMOTION7, np.stack(images), emotions, [UNSPLIT] * len(ids), subject, ids, report)
+
+
+LOADERS = {"fer2013": load_fer2013, "ckplus": load_ckplus, "ckplus48": load_ckplus, "jaffe": load_jaffe}
+
+
+def load_dataset(name: str, path: str | Path | None = None) -> FaceDataset:
+    """Load ``fer2013``, ``ckplus`` or ``jaffe`` from ``path`` (default: ``$FER_DATA_DIR``, then ``data/``)."""
+    if name not in LOADERS:
+        raise KeyError(f"Unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
+    return LOADERS[name](path)

@@ -1,0 +1,213 @@
+"""One metric function and one results schema for every chapter.
+
+Each evaluated model writes one JSON record to ``results/<profile>/<chapter>__<model>.json``. The
+comparison chapter reads only these files, so every chapter must evaluate through :func:`evaluate`
+and save through :func:`write_record`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+from .paths import results_dir
+
+#: Keys every record must carry (the schema of the foundation issue).
+REQUIRED_KEYS = (
+    "chapter", "representation", "model", "dataset", "label_set", "split",
+    "n_eval", "n_split", "coverage",
+    "accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "macro_auc_roc",
+    "per_class", "confusion", "class_order",
+    "train_seconds", "extract_ms_per_image", "infer_ms_per_image", "n_params",
+    "profile", "seed", "created",
+)
+SCHEMA_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _confusion_scores(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and macro-F1 of a stack of confusion matrices (..., C, C); F1 of an absent class is 0."""
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
+    predicted = cm.sum(axis=-2)
+    actual = cm.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(predicted + actual > 0, 2 * tp / (predicted + actual), 0.0)
+    present = actual > 0  # macro over the classes present in the evaluated labels, like sklearn's report
+    accuracy = tp.sum(-1) / cm.sum(axis=(-2, -1))
+    macro_f1 = (f1 * present).sum(-1) / np.maximum(present.sum(-1), 1)
+    return accuracy, macro_f1
+
+
+def bootstrap_ci(y_true, y_pred, n_classes: int, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap intervals of accuracy and macro-F1 (images resampled with replacement)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    rng = np.random.default_rng(seed)
+    cells = y_true * n_classes + y_pred
+    draws = rng.integers(0, len(cells), size=(n_boot, len(cells)))
+    # One bincount per resample, vectorised: offset each resample's cells into its own block.
+    offsets = (np.arange(n_boot) * n_classes * n_classes)[:, None]
+    cms = np.bincount((cells[draws] + offsets).ravel(), minlength=n_boot * n_classes * n_classes)
+    cms = cms.reshape(n_boot, n_classes, n_classes)
+    accuracy, macro_f1 = _confusion_scores(cms)
+    tail = (1 - level) / 2 * 100
+    return {
+        "accuracy_ci95": np.percentile(accuracy, [tail, 100 - tail]).tolist(),
+        "macro_f1_ci95": np.percentile(macro_f1, [tail, 100 - tail]).tolist(),
+    }
+
+
+def evaluate(
+    y_true,
+    y_score,
+    class_names,
+    *,
+    n_split: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every metric of the results schema from true labels and scores.
+
+    ``y_score`` is either class probabilities (N, C), which also gives the one-vs-rest AUC-ROC, or
+    predicted class indices (N,), for which the AUC is ``None``. ``n_split`` is the size of the split
+    before any face was lost (detector misses); coverage = n_eval / n_split, and
+    ``accuracy_all_faces`` counts every lost face as an error, the fair number to compare
+    representations whose extractors lose different faces.
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    y_score = np.asarray(y_score)
+    n_classes = len(class_names)
+    if len(y_true) == 0:
+        raise ValueError("evaluate() got no samples: nothing was predicted")
+    if y_score.ndim == 2:
+        if y_score.shape != (len(y_true), n_classes):
+            raise ValueError(f"scores have shape {y_score.shape}, expected ({len(y_true)}, {n_classes})")
+        y_pred = y_score.argmax(axis=1)
+    else:
+        y_pred = y_score.astype(int)
+    labels = list(range(n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    present = support > 0
+    n_eval = len(y_true)
+    n_split = n_eval if n_split is None else int(n_split)
+    if n_split < n_eval:
+        raise ValueError(f"n_split ({n_split}) is smaller than the number evaluated ({n_eval})")
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    accuracy = float((y_true == y_pred).mean())
+    record = {
+        "n_eval": n_eval,
+        "n_split": n_split,
+        "coverage": n_eval / n_split,
+        "accuracy": accuracy,
+        "accuracy_all_faces": accuracy * n_eval / n_split,
+        "macro_f1": float(f1[present].mean()),
+        "weighted_f1": float(np.average(f1, weights=support)),
+        "macro_precision": float(precision[present].mean()),
+        "macro_recall": float(recall[present].mean()),
+        "macro_auc_roc": _macro_auc(y_true, y_score, labels) if y_score.ndim == 2 else None,
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        },
+        "confusion": cm.tolist(),
+        "class_order": list(class_names),
+    }
+    record.update(bootstrap_ci(y_true, y_pred, n_classes, n_boot=n_boot, seed=seed))
+    return record
+
+
+def _macro_auc(y_true, y_prob, labels) -> float | None:
+    """One-vs-rest macro AUC over the classes present in ``y_true`` (None if fewer than two)."""
+    present = [c for c in labels if (y_true == c).any() and (y_true != c).any()]
+    if len(present) < 2:
+        return None
+    aucs = [roc_auc_score(y_true == c, y_prob[:, c]) for c in present]
+    return float(np.mean(aucs))
+
+
+def make_record(
+    metrics: dict[str, Any],
+    *,
+    chapter: str,
+    representation: str,
+    model: str,
+    dataset: str,
+    label_set: str,
+    split: str,
+    profile: str,
+    seed: int,
+    train_seconds: float | None,
+    extract_ms_per_image: float | None,
+    infer_ms_per_image: float | None,
+    n_params: int | None,
+    **extra,
+) -> dict[str, Any]:
+    """A complete results record: metrics from :func:`evaluate` plus what was run, where and how fast."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "chapter": chapter, "representation": representation, "model": model,
+        "dataset": dataset, "label_set": label_set, "split": split,
+        **metrics,
+        "train_seconds": train_seconds, "extract_ms_per_image": extract_ms_per_image,
+        "infer_ms_per_image": infer_ms_per_image, "n_params": n_params,
+        "profile": profile, "seed": seed,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {platform.system()}, python {platform.python_version()}",
+        **extra,
+    }
+    validate_record(record)
+    return record
+
+
+def validate_record(record: dict[str, Any]) -> None:
+    """Raise ValueError naming every missing key or inconsistent value of a record."""
+    problems = [f"missing {key!r}" for key in REQUIRED_KEYS if key not in record]
+    if not problems:
+        for key in ("chapter", "model"):
+            if not _NAME.match(str(record[key])):
+                problems.append(f"{key}={record[key]!r} must use letters, digits, '_', '.', '-' (it names a file)")
+        for key in ("accuracy", "macro_f1", "coverage"):
+            value = record[key]
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1 and not math.isnan(value)):
+                problems.append(f"{key}={value!r} is not a fraction in [0, 1]")
+        if record["n_eval"] > record["n_split"]:
+            problems.append(f"n_eval {record['n_eval']} > n_split {record['n_split']}")
+        n = len(record["class_order"])
+        if np.shape(record["confusion"]) != (n, n):
+            problems.append(f"confusion is not {n}x{n}")
+        elif int(np.sum(record["confusion"])) != record["n_eval"]:
+            problems.append("confusion does not sum to n_eval")
+    if problems:
+        raise ValueError("Invalid results record: " + "; ".join(problems))
+
+
+def record_path(profile: str, chapter: str, model: str) -> Path:
+    return results_dir(profile) / f"{chapter}__{model}.json"
+
+
+def write_record(record: dict[str, Any]) -> Path:
+    """Write a validated record to ``results/<profile>/<chapter>__<model>.json`` (overwriting a rerun)."""
+    validate_record(record)
+    path = record_path(record["profile"], record["chapter"], record["model"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def load_records(profile: str) -> pd.DataFrame:
+    """Every record of a profile as one table (one row per model), for comparison chapters."""
+    rows = []
+    for path in sorted(results_dir(profile).glob("*__*.json")):
+        record = json.loads(path.read_text())
+        validate_record(record)
+        rows.append(record)
+    return pd.DataFrame(rows)
