@@ -28,8 +28,6 @@ def image_grid_per_class(dataset: FaceDataset, per_class: int = 8, seed: int = 0
                 ax.set_title(str(dataset.ids[index]), fontsize=5)
             if col == 0:
                 ax.set_ylabel(f"{name}\n(n={len(members)})", fontsize=8)
-                for side in ax.spines.values():
-                    side.set_visible(False)
     fig.suptitle(title or f"{dataset.name}: {per_class} random images per class", fontsize=10)
     fig.tight_layout()
     return fig

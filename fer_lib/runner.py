@@ -77,11 +77,6 @@ def render(profile: str = DEFAULT_PROFILE, strict: bool = False) -> Path:
     staging.mkdir(parents=True)
     for page in (root / "book").glob("*.md"):
         shutil.copy2(page, staging / page.name)
-    for extra in ("references.bib", "_static"):
-        if (root / "book" / extra).is_dir():
-            shutil.copytree(root / "book" / extra, staging / extra)
-        elif (root / "book" / extra).is_file():
-            shutil.copy2(root / "book" / extra, staging / extra)
 
     toc = yaml.safe_load((root / "_toc.yml").read_text())
     missing = []
