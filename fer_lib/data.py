@@ -257,6 +257,32 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
+def _locate(dataset: str, path, npz_name: str, subfolders: tuple[str, ...], is_folder_layout, expected: str):
+    """``('npz', file)`` or ``('folders', folder)`` for a dataset at ``path``; else a FileNotFoundError."""
+    path = resolve_data_dir(path)
+    if path.is_file() and path.suffix == ".npz":
+        return "npz", path
+    if (path / npz_name).is_file():
+        return "npz", path / npz_name
+    for folder in (path / sub for sub in subfolders):
+        if folder.is_dir() and is_folder_layout(folder):
+            return "folders", folder
+    raise _missing(dataset, path, expected)
+
+
+def _class_folder_files(root: Path, report: LoadReport):
+    """``(emotion, file)`` for each file in ``root/<class>/``; files of unknown class folders are counted."""
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            emotion = canonical_emotion(class_dir.name)
+        except KeyError:
+            for file in class_dir.iterdir():
+                report.skip("unknown class folder", str(file))
+            continue
+        for file in sorted(class_dir.iterdir()):
+            yield emotion, file
+
+
 # --------------------------------------------------------------------------------------------------
 # FER2013
 
@@ -374,29 +400,22 @@ def _fer2013_from_folders(root: Path) -> FaceDataset:
     report = LoadReport(str(root))
     images, emotions, usage, numbers = [], [], [], []
     for top in ("train", "test"):
-        for class_dir in sorted(p for p in (root / top).iterdir() if p.is_dir()):
-            try:
-                emotion = canonical_emotion(class_dir.name)
-            except KeyError:
-                for file in class_dir.iterdir():
-                    report.skip("unknown class folder", str(file))
+        for emotion, file in _class_folder_files(root / top, report):
+            match = _FER2013_FILE.match(file.name)
+            if not match:
+                report.skip("file name without Training_/PublicTest_/PrivateTest_ prefix", str(file))
                 continue
-            for file in sorted(class_dir.iterdir()):
-                match = _FER2013_FILE.match(file.name)
-                if not match:
-                    report.skip("file name without Training_/PublicTest_/PrivateTest_ prefix", str(file))
-                    continue
-                split, number = match.group(1), match.group(2)
-                if (top == "train") != (split == TRAIN):
-                    report.skip("split prefix contradicts its folder", str(file))
-                    continue
-                image = _read_gray(file, report, size=(48, 48))
-                if image is None:
-                    continue
-                images.append(image)
-                emotions.append(emotion)
-                usage.append(split)
-                numbers.append(number)
+            split, number = match.group(1), match.group(2)
+            if (top == "train") != (split == TRAIN):
+                report.skip("split prefix contradicts its folder", str(file))
+                continue
+            image = _read_gray(file, report, size=(48, 48))
+            if image is None:
+                continue
+            images.append(image)
+            emotions.append(emotion)
+            usage.append(split)
+            numbers.append(number)
     if not images:
         raise _missing("FER2013", root, _FER2013_EXPECTED)
     ids = fer2013_ids(usage, numbers, emotions)
@@ -417,15 +436,10 @@ _CKPLUS_FILE = re.compile(r"^S(\d+)_(\d+)_(\d+)\.png$", re.IGNORECASE)
 
 def load_ckplus(path: str | Path | None = None) -> FaceDataset:
     """CK+48: the last three frames of CK+'s 327 labelled sequences, with subject ids."""
-    path = resolve_data_dir(path)
-    if path.is_file() and path.suffix == ".npz":
-        return _ckplus_from_npz(path)
-    if (path / CKPLUS_NPZ).is_file():
-        return _ckplus_from_npz(path / CKPLUS_NPZ)
-    for folder in (path / "CK+48", path / "ck+48", path):
-        if folder.is_dir() and any((folder / c).is_dir() for c in ("anger", "happy", "surprise")):
-            return _ckplus_from_folders(folder)
-    raise _missing("CK+48", path, _CKPLUS_EXPECTED)
+    layout, where = _locate("CK+48", path, CKPLUS_NPZ, ("CK+48", "ck+48", ""),
+                            lambda folder: any((folder / c).is_dir() for c in ("anger", "happy", "surprise")),
+                            _CKPLUS_EXPECTED)
+    return _ckplus_from_npz(where) if layout == "npz" else _ckplus_from_folders(where)
 
 
 def _ckplus_dataset(images, emotions, subject, sequence, frame, filenames, report) -> FaceDataset:
@@ -449,27 +463,20 @@ def _ckplus_from_npz(path: Path) -> FaceDataset:
 def _ckplus_from_folders(root: Path) -> FaceDataset:
     report = LoadReport(str(root))
     images, emotions, subject, sequence, frame, names = [], [], [], [], [], []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            emotion = canonical_emotion(class_dir.name)
-        except KeyError:
-            for file in class_dir.iterdir():
-                report.skip("unknown class folder", str(file))
+    for emotion, file in _class_folder_files(root, report):
+        match = _CKPLUS_FILE.match(file.name)
+        if not match:
+            report.skip("file name not S###_###_########.png", str(file))
             continue
-        for file in sorted(class_dir.iterdir()):
-            match = _CKPLUS_FILE.match(file.name)
-            if not match:
-                report.skip("file name not S###_###_########.png", str(file))
-                continue
-            image = _read_gray(file, report, size=(48, 48))
-            if image is None:
-                continue
-            images.append(image)
-            emotions.append(emotion)
-            subject.append(int(match.group(1)))
-            sequence.append(int(match.group(2)))
-            frame.append(int(match.group(3)))
-            names.append(file.name)
+        image = _read_gray(file, report, size=(48, 48))
+        if image is None:
+            continue
+        images.append(image)
+        emotions.append(emotion)
+        subject.append(int(match.group(1)))
+        sequence.append(int(match.group(2)))
+        frame.append(int(match.group(3)))
+        names.append(file.name)
     if not images:
         raise _missing("CK+48", root, _CKPLUS_EXPECTED)
     return _ckplus_dataset(np.stack(images), emotions, subject, sequence, frame, names, report)
@@ -489,15 +496,10 @@ _JAFFE_FILE = re.compile(r"^([A-Z]{2})\.([A-Z]{2})(\d)\.(\d+)\.tiff?$", re.IGNOR
 
 def load_jaffe(path: str | Path | None = None) -> FaceDataset:
     """JAFFE: 213 posed images of 10 subjects, 256x256 grey."""
-    path = resolve_data_dir(path)
-    if path.is_file() and path.suffix == ".npz":
-        return _jaffe_from_npz(path)
-    if (path / JAFFE_NPZ).is_file():
-        return _jaffe_from_npz(path / JAFFE_NPZ)
-    for folder in (path / "jaffe", path / "JAFFE", path):
-        if folder.is_dir() and any(_JAFFE_FILE.match(f.name) for f in folder.iterdir()):
-            return _jaffe_from_folder(folder)
-    raise _missing("JAFFE", path, _JAFFE_EXPECTED)
+    layout, where = _locate("JAFFE", path, JAFFE_NPZ, ("jaffe", "JAFFE", ""),
+                            lambda folder: any(_JAFFE_FILE.match(f.name) for f in folder.iterdir()),
+                            _JAFFE_EXPECTED)
+    return _jaffe_from_npz(where) if layout == "npz" else _jaffe_from_folder(where)
 
 
 def _jaffe_from_npz(path: Path) -> FaceDataset:
