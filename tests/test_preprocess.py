@@ -97,3 +97,20 @@ def test_pipeline_without_detector_only_resizes_and_with_one_needs_detections(fe
     assert raw.shape == (3, 64, 64)
     with pytest.raises(ValueError, match="detect_faces"):
         preprocess.Preprocessing(detector="haar").apply(fer_sample.images[:3])
+
+
+def test_detect_dataset_runs_in_worker_processes_and_caches(fer_sample, tmp_path, monkeypatch):
+    import fer_lib.paths
+
+    monkeypatch.setattr(fer_lib.paths, "repo_root", lambda: tmp_path)
+    small = fer_sample.subset(np.arange(12))
+    first = preprocess.detect_dataset(small, "haar", n_jobs=2, min_neighbors=3)
+    cached = list((tmp_path / "cache" / "detections").glob("fer2013-haar-*.pkl"))
+    assert len(cached) == 1 and list(first["id"]) == list(small.ids)
+    direct = preprocess.detect_faces(small.images, preprocess.HaarDetector(min_neighbors=3), small.ids)
+    assert (first["found"] == direct["found"]).all()
+    again = preprocess.detect_dataset(small, "haar", n_jobs=2, min_neighbors=3)
+    assert again.equals(first)  # read back from the cache, timings included
+    other = preprocess.detect_dataset(small, "haar", n_jobs=1, min_neighbors=5)
+    assert len(list((tmp_path / "cache" / "detections").glob("*.pkl"))) == 2  # new options, new entry
+    assert other["found"].sum() <= first["found"].sum()
