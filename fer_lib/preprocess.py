@@ -225,6 +225,12 @@ def align_eyes(image: np.ndarray, left_eye, right_eye) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to ``size``x``size``: area averaging when shrinking, bicubic when enlarging."""
+    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
 def crop(image: np.ndarray, box, margin: float = 0.1, size: int = 48) -> np.ndarray:
     """The box grown by ``margin`` of its size on each side, clipped to the image, resized to ``size``²."""
     x0, y0, x1, y1 = box
@@ -234,9 +240,7 @@ def crop(image: np.ndarray, box, margin: float = 0.1, size: int = 48) -> np.ndar
     x1, y1 = int(min(width, np.ceil(x1 + grow_x))), int(min(height, np.ceil(y1 + grow_y)))
     if x1 - x0 < 2 or y1 - y0 < 2:
         raise ValueError(f"box {box} leaves no image to crop from a {width}x{height} frame")
-    face = image[y0:y1, x0:x1]
-    interpolation = cv2.INTER_AREA if face.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(face, (size, size), interpolation=interpolation)
+    return resize(image[y0:y1, x0:x1], size)
 
 
 def clahe(image: np.ndarray, clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
@@ -266,8 +270,7 @@ class Preprocessing:
         for index, image in enumerate(images):
             gray = to_gray(image)
             if self.detector is None:
-                face = cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA
-                                  if gray.shape[0] > self.size else cv2.INTER_CUBIC)
+                face = resize(gray, self.size)
             else:
                 row = detections.iloc[index]
                 if self.align and row["left_eye"] is not None:
@@ -307,7 +310,7 @@ def detect_dataset(dataset, name: str, n_jobs: int = -1, cache: bool = True, **o
     path = repo_root() / "cache" / "detections" / f"{dataset.name}-{name}-{key.hexdigest()[:16]}.pkl"
     if cache and path.is_file():
         return pd.read_pickle(path)
-    chunks = np.array_split(np.arange(len(dataset)), max(1, min(len(dataset) // 500, 64)) or 1)
+    chunks = np.array_split(np.arange(len(dataset)), max(1, min(len(dataset) // 500, 64)))
     parts = Parallel(n_jobs=n_jobs)(
         delayed(_detect_chunk)(dataset.images[c], dataset.ids[c], name, options) for c in chunks if len(c)
     )
