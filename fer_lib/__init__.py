@@ -8,6 +8,11 @@ Chapters hold narrative, parameters, calls and figures; the logic they call live
 - :mod:`fer_lib.results` - the one metric function and the results-record schema
 - :mod:`fer_lib.quality` - duplicate and blank images
 - :mod:`fer_lib.runner` - papermill execution and Jupyter Book rendering
+- :mod:`fer_lib.preprocess` / :mod:`fer_lib.layers` - face detection, alignment, CLAHE; Keras augmentation
+- :mod:`fer_lib.pixels` - the 2D representation and its models (study CNN, ResNet50, VGG16)
+- :mod:`fer_lib.training` - the one training loop (early stopping, checkpoints, resume, budget, cache)
+- :mod:`fer_lib.tuning` - keras-tuner grid search over training hyper-parameters
+- :mod:`fer_lib.gradcam` - Grad-CAM heat maps and their share per face region
 """
 from .data import FaceDataset, LoadReport, load_ckplus, load_dataset, load_fer2013, load_jaffe
 from .labels import LABEL_SETS, get_label_set

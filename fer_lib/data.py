@@ -168,15 +168,19 @@ class FaceDataset:
         labels = np.array([index[t] for t in targets[keep]], dtype=np.int16)
         return replace(kept, labels=labels, class_names=label_set.classes, label_set=label_set.name)
 
-    def stratified_subset(self, per_class: int, seed: int = 0, splits: tuple[str, ...] | None = None) -> "FaceDataset":
-        """At most ``per_class`` images of each class in each split (all of a class if it has fewer)."""
+    def stratified_indices(self, per_class: int, seed: int = 0, splits: tuple[str, ...] | None = None) -> np.ndarray:
+        """Sorted indices of at most ``per_class`` images of each class in each split (all if fewer)."""
         rng = np.random.default_rng(seed)
         chosen = []
         for split_name in splits or self.splits:
             for label in range(len(self.class_names)):
                 members = np.flatnonzero((self.split == split_name) & (self.labels == label))
                 chosen.append(rng.choice(members, size=min(per_class, len(members)), replace=False))
-        return self.subset(np.sort(np.concatenate(chosen)))
+        return np.sort(np.concatenate(chosen))
+
+    def stratified_subset(self, per_class: int, seed: int = 0, splits: tuple[str, ...] | None = None) -> "FaceDataset":
+        """At most ``per_class`` images of each class in each split (all of a class if it has fewer)."""
+        return self.subset(self.stratified_indices(per_class, seed, splits))
 
     def cap_classes(self, caps: dict[str, int | None], split: str = TRAIN, seed: int = 0) -> "FaceDataset":
         """Keep at most ``caps[emotion]`` random images of each original emotion in ``split``.

@@ -61,3 +61,75 @@ def image_strip(dataset: FaceDataset, indices, captions=None, ncols: int = 8, ti
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def learning_curves(histories: dict[str, list[dict]], title: str = "Learning curves"):
+    """Training and validation loss and accuracy per epoch, one colour per model."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    for index, (name, history) in enumerate(histories.items()):
+        table = pd.DataFrame(history)
+        if table.empty:
+            continue
+        epochs = np.arange(1, len(table) + 1)
+        colour = f"C{index}"
+        for ax, metric in zip(axes, ("loss", "accuracy")):
+            ax.plot(epochs, table[metric], color=colour, linestyle="--", alpha=0.6)
+            ax.plot(epochs, table[f"val_{metric}"], color=colour, label=name)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+    axes[1].legend(fontsize=7, title="solid: validation, dashed: training", title_fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(records: dict[str, dict], ncols: int = 3):
+    """Row-normalised confusion matrices (recall on the diagonal) from results records."""
+    import seaborn as sns
+
+    nrows = int(np.ceil(len(records) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
+    for ax, (name, record) in zip(axes.flat, records.items()):
+        cm = np.asarray(record["confusion"], dtype=float)
+        cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        sns.heatmap(cm, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
+                    xticklabels=record["class_order"], yticklabels=record["class_order"], annot_kws={"size": 7})
+        ax.set_title(f"{name}: accuracy {record['accuracy']:.3f}", fontsize=9)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    for ax in list(axes.flat)[len(records):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_gallery(images, heatmaps, labels, predictions, class_names, per_class: int = 6,
+                    mean_maps: np.ndarray | None = None, title: str | None = None):
+    """One row per class: ``per_class`` faces with their Grad-CAM overlaid (titled with the prediction),
+    and, when given, the class's mean map in the last column."""
+    images, heatmaps = np.asarray(images), np.asarray(heatmaps)
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    ncols = per_class + (mean_maps is not None)
+    fig, axes = plt.subplots(len(class_names), ncols, figsize=(1.3 * ncols, 1.4 * len(class_names)), squeeze=False)
+    for row, name in enumerate(class_names):
+        members = np.flatnonzero(labels == row)[:per_class]
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(members):
+                index = members[col]
+                ax.imshow(images[index].squeeze(), cmap="gray", vmin=0, vmax=255)
+                ax.imshow(heatmaps[index], cmap="jet", alpha=0.4, vmin=0, vmax=1)
+                ax.set_title(f"→ {class_names[predictions[index]]}", fontsize=6,
+                             color="black" if predictions[index] == row else "red")
+        axes[row, 0].text(-4, 24, name, ha="right", va="center", fontsize=8)
+        if mean_maps is not None:
+            ax = axes[row, -1]
+            ax.imshow(mean_maps[row], cmap="jet", vmin=0, vmax=1)
+            ax.set_title("mean map", fontsize=6)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

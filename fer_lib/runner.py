@@ -51,6 +51,10 @@ def execute(chapter: str, profile: str = DEFAULT_PROFILE, parameters: dict | Non
     out = executed_dir(profile) / f"{chapter}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault(ROOT_ENV, str(root))  # the kernel inherits it, whatever its working dir
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ info lines out of the book
+    # Figures must be captured into the notebook: a headless MPLBACKEND=Agg (CI sets it) inherited by
+    # the kernel would leave only "<Figure ...>" text, so the kernel always gets the inline backend.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     started = time.perf_counter()
     papermill.execute_notebook(
         notebook, str(out),

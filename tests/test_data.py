@@ -172,3 +172,13 @@ def test_fer2013_ids_stay_unique_when_two_class_folders_reuse_a_file_name():
     ids = fer2013_ids(["Training", "Training", "PrivateTest"], [8475486, 8475486, 8475486],
                       ["angry", "surprise", "angry"])
     assert ids == ["Training_8475486_angry", "Training_8475486_surprise", "PrivateTest_8475486"]
+
+
+def test_stratified_indices_cap_each_class_per_split_and_stay_integer(fer_sample):
+    from fer_lib.data import TRAIN
+
+    index = fer_sample.stratified_indices(5, seed=1, splits=(TRAIN,))
+    assert index.dtype.kind == "i" and (np.diff(index) > 0).all()
+    assert (fer_sample.split[index] == TRAIN).all()
+    assert np.bincount(fer_sample.labels[index], minlength=7).tolist() == [5] * 7
+    np.testing.assert_array_equal(index, fer_sample.stratified_indices(5, seed=1, splits=(TRAIN,)))

@@ -1,0 +1,260 @@
+"""One training loop for every Keras model in the book: fit, resume, budget, cache, predict.
+
+Every chapter that trains a network calls :func:`fit`, so early stopping, checkpoints, the
+wall-clock budget and the on-disk cache behave the same everywhere:
+
+- early stopping on validation loss, and the weights of the epoch with the lowest validation loss
+  are the ones kept (also when training ends by budget or epoch limit);
+- ``cache/models/<name>-<digest>/`` holds the finished model and ``fit.json`` (config, history,
+  time, device, why it stopped). The digest covers the model options, the training configuration
+  and the exact arrays, so a rerun of a chapter reloads instead of retraining, and any change retrains;
+- an interrupted fit resumes from its last finished epoch (``keras.callbacks.BackupAndRestore``),
+  and the time already spent counts against the budget;
+- ``time_budget_s`` stops training before an epoch would overrun the budget — how the ``full``
+  profile fits big models on a 2-core CPU. ``fit.json`` says whether a model stopped by early
+  stopping (converged), by the budget or by the epoch limit, and chapters print it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .paths import repo_root
+
+OPTIMIZERS = ("sgd", "adamw", "adam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained. ``weight_decay`` is decoupled (applied by the optimizer)."""
+
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    epochs: int = 60
+    patience: int = 8               # early stopping on validation loss
+    reduce_lr_patience: int | None = 3  # halve the learning rate when validation loss stalls
+    time_budget_s: float | None = None
+    seed: int = 0
+    loss: str = "sparse_categorical_crossentropy"
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(f"batch_size and epochs must be positive, got {self.batch_size}, {self.epochs}")
+
+    def with_(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (unknown names raise)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_params(cls, values: dict[str, Any] | None, **overrides) -> "TrainConfig":
+        """From a params block; ``time_budget_min`` is accepted for readability and converted."""
+        values = {**(values or {}), **overrides}
+        minutes = values.pop("time_budget_min", None)
+        if minutes is not None:
+            values["time_budget_s"] = float(minutes) * 60
+        return cls(**values)
+
+
+@dataclass
+class FitResult:
+    model: Any
+    history: list[dict[str, float]]  # one row per epoch (across resumes)
+    train_seconds: float
+    epochs_run: int
+    best_epoch: int                  # 1-based epoch whose weights were kept
+    stopped_by: str                  # early_stopping | time_budget | max_epochs
+    device: str
+    run_dir: Path
+    from_cache: bool
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        best = self.history[self.best_epoch - 1] if self.history else {}
+        return {
+            "epochs_run": self.epochs_run, "best_epoch": self.best_epoch, "stopped_by": self.stopped_by,
+            "train_minutes": round(self.train_seconds / 60, 1), "device": self.device,
+            "best_val_loss": best.get("val_loss"), "best_val_accuracy": best.get("val_accuracy"),
+        }
+
+
+def device_description() -> str:
+    """'GPU: <name>' when TensorFlow sees one, else 'CPU (<n> cores)'."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', gpus[0].name)}"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def make_optimizer(config: TrainConfig):
+    import keras
+
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(config.learning_rate, momentum=config.momentum,
+                                    weight_decay=config.weight_decay or None)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(config.learning_rate)
+
+
+def compile_model(model, config: TrainConfig, metrics=("accuracy",)):
+    model.compile(optimizer=make_optimizer(config), loss=config.loss, metrics=list(metrics))
+    return model
+
+
+def array_digest(*arrays) -> str:
+    """A short digest of arrays' shapes, dtypes and bytes (what a cached model was trained on)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+class TimeBudget:
+    """Keras callback factory: stop before the next epoch would overrun ``seconds`` of training.
+
+    The time spent is kept in ``state_path`` so a resumed fit counts the time before the interruption.
+    """
+
+    def __new__(cls, seconds: float | None, state_path: Path):
+        import keras
+
+        class _TimeBudget(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds, self.state_path = seconds, Path(state_path)
+                state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+                self.spent_before = float(state.get("spent_s", 0.0))
+                self.exhausted = False
+
+            @property
+            def spent(self) -> float:
+                return self.spent_before + (time.perf_counter() - self.started)
+
+            def on_train_begin(self, logs=None):
+                self.started = self.epoch_started = time.perf_counter()
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch_started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                last_epoch = time.perf_counter() - self.epoch_started
+                self.state_path.write_text(json.dumps({"spent_s": self.spent}))
+                if self.seconds is not None and self.spent + last_epoch > self.seconds:
+                    self.exhausted = True
+                    self.model.stop_training = True
+
+        return _TimeBudget()
+
+
+def _read_history(csv_path: Path) -> list[dict[str, float]]:
+    import pandas as pd
+
+    if not csv_path.is_file() or csv_path.stat().st_size == 0:
+        return []
+    table = pd.read_csv(csv_path).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    return [{k: float(v) for k, v in row.items()} for row in table.to_dict("records")]
+
+
+def fit(
+    build: Callable[[], Any],
+    x_train, y_train, x_val, y_val,
+    config: TrainConfig,
+    *,
+    name: str,
+    options: dict[str, Any] | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    callbacks: list | None = None,
+    verbose: int = 2,
+) -> FitResult:
+    """Train ``build()`` on (x_train, y_train), early-stopping on (x_val, y_val); see the module doc.
+
+    ``options`` are the builder's arguments: they enter the cache key, so changing the model retrains.
+    ``cache_dir`` defaults to ``<book>/cache/models``; extra ``callbacks`` run after the built-in ones
+    (they do not enter the cache key).
+    """
+    import keras
+
+    from . import layers as _custom_layers  # noqa: F401 - registers the custom layers a saved model uses
+
+    key = hashlib.sha256(json.dumps(
+        [name, options or {}, asdict(config), array_digest(x_train, y_train, x_val, y_val), keras.__version__],
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    run_dir = Path(cache_dir or repo_root() / "cache" / "models") / f"{name}-{key}"
+    model_path, meta_path = run_dir / "model.keras", run_dir / "fit.json"
+    if cache and model_path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        model = keras.saving.load_model(model_path)
+        return FitResult(model=model, run_dir=run_dir, from_cache=True,
+                         **{k: meta[k] for k in ("history", "train_seconds", "epochs_run", "best_epoch",
+                                                 "stopped_by", "device")})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history_path, best_path = run_dir / "history.csv", run_dir / "best.weights.h5"
+    previous = _read_history(history_path)  # epochs of an interrupted earlier attempt
+    best_so_far = min((row["val_loss"] for row in previous), default=None)
+
+    keras.utils.set_random_seed(config.seed)
+    model = compile_model(build(), config)
+    budget = TimeBudget(config.time_budget_s, run_dir / "budget.json")
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
+    extra_callbacks = list(callbacks or [])
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True,
+                                        save_weights_only=True, initial_value_threshold=best_so_far),
+        early,
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+        budget,
+        *extra_callbacks,
+    ]
+    if config.reduce_lr_patience:
+        callbacks.insert(2, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                              patience=config.reduce_lr_patience, min_lr=1e-5))
+    model.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=config.batch_size,
+              epochs=config.epochs, callbacks=callbacks, verbose=verbose, shuffle=True)
+    if best_path.is_file():
+        model.load_weights(best_path)
+    history = _read_history(history_path)
+    epochs_run = len(history)
+    best_epoch = int(np.argmin([row["val_loss"] for row in history])) + 1 if history else 0
+    if budget.exhausted:
+        stopped_by = "time_budget"
+    elif epochs_run < config.epochs:
+        stopped_by = "early_stopping"
+    else:
+        stopped_by = "max_epochs"
+    spent = json.loads((run_dir / "budget.json").read_text())["spent_s"] if (run_dir / "budget.json").is_file() else 0.0
+    meta = {"name": name, "options": options or {}, "config": asdict(config), "history": history,
+            "train_seconds": spent, "epochs_run": epochs_run, "best_epoch": best_epoch,
+            "stopped_by": stopped_by, "device": device_description()}
+    model.save(model_path)
+    meta_path.write_text(json.dumps(meta, indent=1, default=str))
+    return FitResult(model=model, run_dir=run_dir, from_cache=False,
+                     **{k: meta[k] for k in ("history", "train_seconds", "epochs_run", "best_epoch",
+                                             "stopped_by", "device")})
+
+
+def predict(model, x, batch_size: int = 256) -> tuple[np.ndarray, float]:
+    """Class probabilities and the inference time in ms per image (batched, after one warm-up batch)."""
+    x = np.asarray(x)
+    model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
+    started = time.perf_counter()
+    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    return probabilities, (time.perf_counter() - started) * 1000 / max(1, len(x))

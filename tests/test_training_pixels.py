@@ -1,0 +1,147 @@
+"""The 2D models, the shared training loop (cache, budget, resume), the grid search and Grad-CAM,
+on real sample faces with tiny models so each test takes seconds."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from fer_lib import gradcam, pixels, preprocess, training, tuning  # noqa: E402
+from fer_lib.data import TRAIN, VAL  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(fer_sample):
+    """Raw 48x48 inputs: 10 Training and 4 PublicTest faces per class from the committed sample."""
+    faces = fer_sample.stratified_subset(10, splits=(TRAIN,))
+    val = fer_sample.stratified_subset(4, splits=(VAL,))
+    raw = preprocess.Preprocessing()
+    return (pixels.model_inputs(faces, raw), faces.labels, pixels.model_inputs(val, raw), val.labels,
+            len(faces.class_names))
+
+
+def _small_cnn(n_classes):
+    return lambda: pixels.study_cnn(n_classes, width=4, dense_units=8)
+
+
+def test_study_cnn_has_the_studys_layers():
+    model = pixels.study_cnn(7)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(convs) == 6 and len(dense) == 2 and len(norms) == 7
+    assert model.input_shape == (None, 48, 48, 1) and model.output_shape == (None, 7)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vgg16"])
+def test_backbones_from_scratch_take_the_grey_face_and_feed_three_channels(name):
+    model = pixels.build(name, 7)
+    assert model.input_shape == (None, 48, 48, 1) and model.output_shape == (None, 7)
+    assert model.get_layer("grey_to_rgb").output.shape[-1] == 3
+    assert model.name == f"{name}_scratch"
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(KeyError, match="resnet50"):
+        pixels.build("resnet18", 7)
+
+
+def test_model_inputs_are_float_faces_in_grey_levels(fer_sample):
+    x = pixels.model_inputs(fer_sample.subset(np.arange(5)), preprocess.Preprocessing())
+    assert x.shape == (5, 48, 48, 1) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[..., 0], fer_sample.images[:5])
+
+
+def test_fit_keeps_the_best_epoch_and_rereads_from_cache(tiny, tmp_path):
+    x, y, xv, yv, n = tiny
+    config = training.TrainConfig(epochs=3, batch_size=16, patience=10, seed=1)
+    first = training.fit(_small_cnn(n), x, y, xv, yv, config, name="t", cache_dir=tmp_path, verbose=0)
+    assert not first.from_cache and first.epochs_run == 3 and first.stopped_by == "max_epochs"
+    val_losses = [row["val_loss"] for row in first.history]
+    assert first.best_epoch == int(np.argmin(val_losses)) + 1
+    # the kept weights are the best epoch's: evaluating them reproduces its validation loss
+    loss = first.model.evaluate(xv, yv, verbose=0)[0]
+    assert loss == pytest.approx(min(val_losses), rel=1e-3)
+    again = training.fit(_small_cnn(n), x, y, xv, yv, config, name="t", cache_dir=tmp_path, verbose=0)
+    assert again.from_cache and again.run_dir == first.run_dir
+    np.testing.assert_allclose(again.model.predict(xv, verbose=0), first.model.predict(xv, verbose=0), rtol=1e-5)
+    other = training.fit(_small_cnn(n), x, y, xv, yv, config.with_(learning_rate=0.001), name="t",
+                         cache_dir=tmp_path, verbose=0)
+    assert not other.from_cache and other.run_dir != first.run_dir
+
+
+def test_time_budget_stops_training_and_says_so(tiny, tmp_path):
+    x, y, xv, yv, n = tiny
+    config = training.TrainConfig(epochs=5, batch_size=16, time_budget_s=1e-3)
+    result = training.fit(_small_cnn(n), x, y, xv, yv, config, name="b", cache_dir=tmp_path, verbose=0)
+    assert result.stopped_by == "time_budget" and result.epochs_run == 1
+
+
+def test_an_interrupted_fit_resumes_from_its_last_epoch(tiny, tmp_path):
+    x, y, xv, yv, n = tiny
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated interruption")
+
+    config = training.TrainConfig(epochs=4, batch_size=16, patience=10)
+    with pytest.raises(RuntimeError, match="simulated"):
+        training.fit(_small_cnn(n), x, y, xv, yv, config, name="r", cache_dir=tmp_path,
+                     callbacks=[Interrupt()], verbose=0)
+    resumed = training.fit(_small_cnn(n), x, y, xv, yv, config, name="r", cache_dir=tmp_path, verbose=0)
+    assert [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]  # no epoch twice, none lost
+    assert resumed.epochs_run == 4 and resumed.train_seconds > 0
+
+
+def test_train_config_rejects_unknown_optimizers_and_converts_minutes():
+    with pytest.raises(ValueError, match="optimizer"):
+        training.TrainConfig(optimizer="rmsprop")
+    assert training.TrainConfig.from_params({"time_budget_min": 2, "epochs": 3}).time_budget_s == 120
+
+
+def test_grid_search_tries_every_combination_and_returns_the_best(tiny, tmp_path):
+    x, y, xv, yv, n = tiny
+    grid = {"batch_size": [16, 32], "learning_rate": [0.01, 0.001]}
+    base = training.TrainConfig(epochs=1)
+    table, best = tuning.grid_search(_small_cnn(n), grid, x, y, xv, yv, base, name="g", epochs=1, cache_dir=tmp_path)
+    assert len(table) == 4
+    assert set(map(tuple, table[["batch_size", "learning_rate"]].to_numpy().tolist())) == {
+        (16, 0.01), (16, 0.001), (32, 0.01), (32, 0.001)}
+    assert table["val_accuracy"].is_monotonic_decreasing
+    assert isinstance(best.batch_size, int)
+    assert (best.batch_size, best.learning_rate) == (int(table.batch_size[0]), float(table.learning_rate[0]))
+    with pytest.raises(ValueError, match="not TrainConfig fields"):
+        tuning.grid_search(_small_cnn(n), {"units": [8]}, x, y, xv, yv, base, name="g", epochs=1, cache_dir=tmp_path)
+
+
+def _brightness_model():
+    """Class 1's score grows with mean brightness through one 1x1 conv: Grad-CAM must follow the light."""
+    inputs = keras.Input((48, 48, 1))
+    features = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer="ones", name="conv")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    dense = keras.layers.Dense(2, activation="softmax")
+    outputs = dense(pooled)
+    model = keras.Model(inputs, outputs)
+    dense.set_weights([np.array([[-0.01, 0.01]], "float32"), np.zeros(2, "float32")])
+    return model
+
+
+def test_gradcam_heat_follows_the_evidence_for_the_class():
+    image = np.zeros((1, 48, 48, 1), "float32")
+    image[0, 34:, 10:38] = 200.0  # light only in the mouth band
+    model = _brightness_model()
+    assert gradcam.last_conv_layer(model) == "conv"
+    heat = gradcam.gradcam(model, image, class_index=1)
+    assert heat.shape == (1, 48, 48) and heat.max() == pytest.approx(1.0)
+    assert heat[0, 40, 20] > 0.9 and heat[0, 10, 20] < 0.05
+    shares = gradcam.region_shares(heat)[0]
+    assert shares[2] > 0.9  # mouth and chin
+    # the other class is scored against brightness: no positive evidence anywhere
+    assert gradcam.gradcam(model, image, class_index=0).max() == 0
+
+
+def test_gradcam_needs_a_convolution():
+    inputs = keras.Input((4,))
+    with pytest.raises(ValueError, match="no convolutional layer"):
+        gradcam.last_conv_layer(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
