@@ -1,0 +1,53 @@
+"""Benchmark: MediaPipe extraction speed (images/s) and coverage on FER2013, without the cache.
+
+    python benchmarks/face_mesh_speed.py                      # all 35,887 images, one process per core
+    python benchmarks/face_mesh_speed.py --limit 2000 --n-jobs 2
+
+Prints one JSON line (images, seconds, images/s, coverage, machine) and, with --out, appends it to a
+JSON-lines file so runs on different machines can be compared. Speed is reported here, never asserted
+in a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+import fer_lib
+from fer_lib import face_mesh
+from fer_lib.paths import resolve_data_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None, help="folder with FER2013 (default: $FER_DATA_DIR, then data/)")
+    parser.add_argument("--limit", type=int, default=None, help="first N images only (default: all)")
+    parser.add_argument("--n-jobs", type=int, default=-1, help="processes (-1: one per core)")
+    parser.add_argument("--chunk-size", type=int, default=500)
+    parser.add_argument("--out", default=None, help="append the result to this JSON-lines file")
+    args = parser.parse_args(argv)
+
+    fer = fer_lib.load_fer2013(resolve_data_dir(args.data_dir))
+    if args.limit:
+        fer = fer.subset(np.arange(min(args.limit, len(fer))))
+    started = time.perf_counter()
+    features = face_mesh.extract_dataset(fer, n_jobs=args.n_jobs, chunk_size=args.chunk_size, cache=False)
+    seconds = time.perf_counter() - started
+    result = {
+        "images": len(fer), "seconds": round(seconds, 1), "images_per_s": round(len(fer) / seconds, 1),
+        "coverage": round(features.coverage, 5), "n_jobs": args.n_jobs, "cores": os.cpu_count(),
+        "attempts": [vars(a) for a in features.attempts],
+        "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+    }
+    print(json.dumps(result))
+    if args.out:
+        with open(args.out, "a") as handle:
+            handle.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""MediaPipe face analysis of whole datasets: 478×3 landmarks, 52 blendshapes, the pose matrix.
+
+One module serves the landmarks, voxel, mesh and blendshape chapters. :func:`extract_dataset` runs
+MediaPipe Tasks' FaceLandmarker (the vendored ``face_landmarker.task``) on every image, one process
+per core, and returns :class:`FaceMeshFeatures`: for each image a detected flag, the landmarks in the
+original image's pixels (z on the x scale), the 52 blendshape scores by name, the 4×4 facial
+transformation matrix, which attempt found the face and the time it took.
+
+48×48 faces are small for MediaPipe, so each image goes through a cascade of :class:`Attempt` s
+(upscaled size, black padding, optional CLAHE) until one finds a face; a miss is kept with
+``detected=False`` and NaN features — counted and reported, never dropped. Results are cached in
+``cache/face_mesh/<dataset>-<digest>/`` one chunk at a time (the digest covers the images, the
+attempts and the model file's hash), so an interrupted extraction resumes with the chunks not yet done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .paths import face_landmarker_path, repo_root, sha256
+
+N_LANDMARKS = 478
+N_BLENDSHAPES = 52
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One way of showing a small face to MediaPipe: upscale to ``input_size``, pad, maybe CLAHE."""
+
+    input_size: int = 192
+    padding: int = 24
+    clahe: bool = False
+
+
+#: The cascade used unless a chapter passes its own (the first attempt is chapter 2's detector setting).
+DEFAULT_ATTEMPTS = (Attempt(192, 24), Attempt(256, 64), Attempt(128, 8), Attempt(192, 24, clahe=True))
+
+
+def prepare(gray: np.ndarray, attempt: Attempt) -> tuple[np.ndarray, float]:
+    """The RGB image MediaPipe sees for ``attempt`` and the scale from the original image to it."""
+    if attempt.clahe:
+        gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
+    scale = attempt.input_size / max(gray.shape)
+    big = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    pad = attempt.padding
+    big = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    return np.ascontiguousarray(np.repeat(big[:, :, None], 3, axis=2)), scale
+
+
+class FaceMeshExtractor:
+    """FaceLandmarker with blendshapes and transformation matrices; a context manager (closes the graph)."""
+
+    def __init__(self, attempts=DEFAULT_ATTEMPTS, min_confidence: float = 0.3):
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        if not attempts:
+            raise ValueError("give at least one Attempt")
+        self.attempts = tuple(Attempt(**a) if isinstance(a, dict) else a for a in attempts)
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(face_landmarker_path())),
+            num_faces=1, min_face_detection_confidence=min_confidence,
+            min_face_presence_confidence=min_confidence,
+            output_face_blendshapes=True, output_facial_transformation_matrixes=True,
+        )
+        self.landmarker = vision.FaceLandmarker.create_from_options(options)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.landmarker.close()
+
+    def extract_one(self, gray: np.ndarray, attempt: Attempt):
+        """(landmarks (478, 3) in the original pixels, blendshapes {name: score}, matrix (4, 4)) or None."""
+        import mediapipe as mp
+
+        rgb, scale = prepare(gray, attempt)
+        result = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+        if not result.face_landmarks:
+            return None
+        height, width = rgb.shape[:2]
+        points = np.array([(p.x * width, p.y * height, p.z * width) for p in result.face_landmarks[0]])
+        points[:, :2] -= attempt.padding
+        blendshapes = {c.category_name: c.score for c in result.face_blendshapes[0]}
+        matrix = np.asarray(result.facial_transformation_matrixes[0], dtype=float).reshape(4, 4)
+        return points / scale, blendshapes, matrix
+
+    def extract(self, images) -> dict[str, np.ndarray]:
+        """Arrays for a batch of images: each goes through the attempts until one finds a face."""
+        from .preprocess import to_gray
+
+        n = len(images)
+        out = {
+            "detected": np.zeros(n, bool), "attempt": np.full(n, -1, np.int16), "ms": np.zeros(n, np.float32),
+            "landmarks": np.full((n, N_LANDMARKS, 3), np.nan, np.float32),
+            "blendshapes": np.full((n, N_BLENDSHAPES), np.nan, np.float32),
+            "matrix": np.full((n, 4, 4), np.nan, np.float32),
+        }
+        names = None
+        for index, image in enumerate(images):
+            gray = to_gray(image)
+            started = time.perf_counter()
+            for number, attempt in enumerate(self.attempts):
+                found = self.extract_one(gray, attempt)
+                if found is not None:
+                    points, blendshapes, matrix = found
+                    names = names or list(blendshapes)
+                    if list(blendshapes) != names:
+                        raise RuntimeError("MediaPipe returned blendshapes in a different order between images")
+                    out["landmarks"][index], out["matrix"][index] = points, matrix
+                    out["blendshapes"][index] = list(blendshapes.values())
+                    out["detected"][index], out["attempt"][index] = True, number
+                    break
+            out["ms"][index] = (time.perf_counter() - started) * 1000
+        out["blendshape_names"] = np.array(names or [], dtype=object)
+        return out
+
+
+@dataclass
+class FaceMeshFeatures:
+    """MediaPipe's view of every image of a dataset, aligned with its ``ids`` (misses: NaN features)."""
+
+    ids: np.ndarray
+    detected: np.ndarray
+    landmarks: np.ndarray          # (N, 478, 3), original image pixels, z on the x scale
+    blendshapes: np.ndarray        # (N, 52)
+    blendshape_names: list[str]
+    matrix: np.ndarray             # (N, 4, 4) facial transformation matrices
+    attempt: np.ndarray            # index into ``attempts`` that found the face, -1 for a miss
+    ms: np.ndarray                 # ms per image when extracted (all attempts tried)
+    attempts: tuple[Attempt, ...] = field(default=DEFAULT_ATTEMPTS)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def coverage(self) -> float:
+        return float(self.detected.mean()) if len(self) else 0.0
+
+    def misses_table(self, dataset) -> pd.DataFrame:
+        """Images without a face per class (rows) and split (columns), with totals and percentages."""
+        if len(dataset) != len(self) or not np.array_equal(dataset.ids, self.ids):
+            raise ValueError("features and dataset are not aligned: extract them from this dataset")
+        missed = pd.DataFrame({"class": pd.Categorical(dataset.label_names, categories=dataset.class_names),
+                               "split": pd.Categorical(dataset.split, categories=dataset.splits),
+                               "missed": ~self.detected})
+        table = missed.pivot_table(index="class", columns="split", values="missed", aggfunc="sum", observed=False)
+        table["total"] = table.sum(axis=1)
+        table["% of class"] = (100 * table["total"] / missed.groupby("class", observed=False).size()).round(2)
+        return table.astype({c: int for c in table.columns if c != "% of class"})
+
+    def attempts_table(self) -> pd.DataFrame:
+        """How many faces each attempt of the cascade found (and how many nothing found)."""
+        rows = [{"attempt": str(i), **asdict(a), "images": int((self.attempt == i).sum())}
+                for i, a in enumerate(self.attempts)]
+        rows.append({"attempt": "none found", "images": int((~self.detected).sum())})
+        return pd.DataFrame(rows).set_index("attempt")
+
+
+def _extract_chunk(number, images, attempts, min_confidence):
+    with FaceMeshExtractor(attempts, min_confidence) as extractor:  # built in the worker: it does not pickle
+        return number, extractor.extract(images)
+
+
+def _cache_folder(dataset, attempts, min_confidence, cache_dir=None) -> Path:
+    key = hashlib.sha256()
+    key.update(json.dumps([[asdict(a) for a in attempts], min_confidence]).encode())
+    key.update(sha256(face_landmarker_path()).encode())
+    key.update("\n".join(map(str, dataset.ids)).encode())
+    key.update(np.ascontiguousarray(dataset.images).tobytes())
+    return Path(cache_dir or repo_root() / "cache" / "face_mesh") / f"{dataset.name}-{key.hexdigest()[:16]}"
+
+
+def extract_dataset(dataset, attempts=DEFAULT_ATTEMPTS, *, min_confidence: float = 0.3, n_jobs: int = -1,
+                    chunk_size: int = 500, cache: bool = True, cache_dir=None,
+                    progress: bool = True) -> FaceMeshFeatures:
+    """:class:`FaceMeshFeatures` for every image of ``dataset`` (parallel, cached per chunk, resumable).
+
+    ``cache_dir`` defaults to ``<book>/cache/face_mesh``.
+    """
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    attempts = tuple(Attempt(**a) if isinstance(a, dict) else a for a in attempts)
+    folder = _cache_folder(dataset, attempts, min_confidence, cache_dir)
+    chunks = [np.arange(start, min(start + chunk_size, len(dataset))) for start in range(0, len(dataset), chunk_size)]
+    paths = [folder / f"chunk_{number:04d}.npz" for number in range(len(chunks))]
+    todo = [number for number, path in enumerate(paths) if not (cache and path.is_file())]
+    if todo:
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+            delayed(_extract_chunk)(n, dataset.images[chunks[n]], attempts, min_confidence) for n in todo)
+        for number, arrays in tqdm(jobs, total=len(todo), desc=f"MediaPipe on {dataset.name}", disable=not progress):
+            if cache:  # one file per finished chunk: an interruption loses at most the chunks in flight
+                np.savez(paths[number], **arrays)
+            else:
+                paths[number] = arrays
+    parts = [dict(np.load(p, allow_pickle=True)) if isinstance(p, Path) else p for p in paths]
+    names = next((list(p["blendshape_names"]) for p in parts if len(p["blendshape_names"])), [])
+    join = {key: np.concatenate([p[key] for p in parts]) if parts else np.empty(0)
+            for key in ("detected", "landmarks", "blendshapes", "matrix", "attempt", "ms")}
+    return FaceMeshFeatures(ids=np.asarray(dataset.ids), blendshape_names=names, attempts=attempts, **join)

@@ -1,0 +1,59 @@
+"""MediaPipe extraction on real sample faces: shapes, names, geometry, cascade, cache and resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe")
+from fer_lib import face_mesh  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def jaffe_faces(jaffe_sample):
+    return jaffe_sample.subset(np.arange(4))
+
+
+def test_extraction_gives_landmarks_blendshapes_and_pose_inside_the_face(jaffe_faces, tmp_path):
+    features = face_mesh.extract_dataset(jaffe_faces, n_jobs=1, chunk_size=2, cache_dir=tmp_path, progress=False)
+    assert features.detected.all() and features.coverage == 1.0
+    assert features.landmarks.shape == (4, 478, 3) and features.blendshapes.shape == (4, 52)
+    assert len(features.blendshape_names) == 52 and "jawOpen" in features.blendshape_names
+    assert ((features.blendshapes >= 0) & (features.blendshapes <= 1)).all()
+    height, width = jaffe_faces.images.shape[1:3]
+    xy = features.landmarks[..., :2]
+    assert (xy[..., 0] > 0).all() and (xy[..., 0] < width).all() and (xy[..., 1] > 0).all() and (xy[..., 1] < height).all()
+    rotation = features.matrix[:, :3, :3]
+    # a pose matrix: rotation part orthonormal (up to MediaPipe's scale), last row (0, 0, 0, 1)
+    scale = np.cbrt(np.linalg.det(rotation))
+    np.testing.assert_allclose(rotation @ rotation.transpose(0, 2, 1) / scale[:, None, None] ** 2,
+                               np.broadcast_to(np.eye(3), (4, 3, 3)), atol=1e-3)
+    np.testing.assert_allclose(features.matrix[:, 3], np.broadcast_to([0, 0, 0, 1], (4, 4)), atol=1e-6)
+    np.testing.assert_array_equal(features.ids, jaffe_faces.ids)
+    assert (features.attempt == 0).all()
+
+
+def test_a_blank_frame_is_a_counted_miss_with_nan_features(fer_sample, tmp_path):
+    blank = np.flatnonzero(fer_sample.images.reshape(len(fer_sample), -1).std(axis=1) < 1.0)[:1]
+    faces = fer_sample.subset(blank)
+    features = face_mesh.extract_dataset(faces, n_jobs=1, cache_dir=tmp_path, progress=False)
+    assert not features.detected.any() and (features.attempt == -1).all()
+    assert np.isnan(features.landmarks).all() and np.isnan(features.blendshapes).all()
+    assert features.attempts_table().loc["none found", "images"] == 1
+    assert features.misses_table(faces)["total"].sum() == 1
+
+
+def test_extraction_resumes_only_the_missing_chunks(jaffe_faces, tmp_path):
+    first = face_mesh.extract_dataset(jaffe_faces, n_jobs=1, chunk_size=2, cache_dir=tmp_path, progress=False)
+    chunks = sorted(tmp_path.rglob("chunk_*.npz"))
+    assert len(chunks) == 2
+    kept_mtime = chunks[0].stat().st_mtime_ns
+    chunks[1].unlink()  # as if interrupted before the second chunk was written
+    again = face_mesh.extract_dataset(jaffe_faces, n_jobs=1, chunk_size=2, cache_dir=tmp_path, progress=False)
+    assert chunks[1].is_file() and chunks[0].stat().st_mtime_ns == kept_mtime
+    np.testing.assert_allclose(again.landmarks, first.landmarks, atol=1e-4)
+
+
+def test_misaligned_dataset_is_refused(jaffe_faces, jaffe_sample, tmp_path):
+    features = face_mesh.extract_dataset(jaffe_faces, n_jobs=1, cache_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="not aligned"):
+        features.misses_table(jaffe_sample)
