@@ -3,8 +3,9 @@
     python benchmarks/face_mesh_speed.py                      # all 35,887 images, one process per core
     python benchmarks/face_mesh_speed.py --limit 2000 --n-jobs 2
 
-Prints one JSON line (images, seconds, images/s, coverage, machine) and, with --out, appends it to a
-JSON-lines file so runs on different machines can be compared. Speed is reported here, never asserted
+Prints one JSON line (images, seconds, images/s, coverage, faces found by each attempt of the
+cascade, machine) and, with --out, appends it to a JSON-lines file so runs on different machines can
+be compared (recorded runs: benchmarks/face_mesh_speed.results.jsonl). Speed is reported here, never asserted
 in a test.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main(argv=None):
         "images": len(fer), "seconds": round(seconds, 1), "images_per_s": round(len(fer) / seconds, 1),
         "coverage": round(features.coverage, 5), "n_jobs": args.n_jobs, "cores": os.cpu_count(),
         "attempts": [vars(a) for a in features.attempts],
+        "found_by_attempt": {str(k): int(v) for k, v in features.attempts_table()["images"].items()},
         "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
     }
     print(json.dumps(result))
