@@ -274,8 +274,11 @@ def _locate(dataset: str, path, npz_name: str, subfolders: tuple[str, ...], is_f
     raise _missing(dataset, path, expected)
 
 
-def _class_folder_files(root: Path, report: LoadReport):
-    """``(emotion, file)`` for each file in ``root/<class>/``; files of unknown class folders are counted."""
+def _class_folder_files(root: Path, report: LoadReport, pattern: re.Pattern, misnamed: str):
+    """``(emotion, file, match)`` for each file in ``root/<class>/`` whose name matches ``pattern``.
+
+    Files of unknown class folders and names that do not match (skip reason ``misnamed``) are counted.
+    """
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
             emotion = canonical_emotion(class_dir.name)
@@ -284,7 +287,11 @@ def _class_folder_files(root: Path, report: LoadReport):
                 report.skip("unknown class folder", str(file))
             continue
         for file in sorted(class_dir.iterdir()):
-            yield emotion, file
+            match = pattern.match(file.name)
+            if match is None:
+                report.skip(misnamed, str(file))
+                continue
+            yield emotion, file, match
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,11 +411,8 @@ def _fer2013_from_folders(root: Path) -> FaceDataset:
     report = LoadReport(str(root))
     images, emotions, usage, numbers = [], [], [], []
     for top in ("train", "test"):
-        for emotion, file in _class_folder_files(root / top, report):
-            match = _FER2013_FILE.match(file.name)
-            if not match:
-                report.skip("file name without Training_/PublicTest_/PrivateTest_ prefix", str(file))
-                continue
+        for emotion, file, match in _class_folder_files(
+                root / top, report, _FER2013_FILE, "file name without Training_/PublicTest_/PrivateTest_ prefix"):
             split, number = match.group(1), match.group(2)
             if (top == "train") != (split == TRAIN):
                 report.skip("split prefix contradicts its folder", str(file))
@@ -467,11 +471,7 @@ def _ckplus_from_npz(path: Path) -> FaceDataset:
 def _ckplus_from_folders(root: Path) -> FaceDataset:
     report = LoadReport(str(root))
     images, emotions, subject, sequence, frame, names = [], [], [], [], [], []
-    for emotion, file in _class_folder_files(root, report):
-        match = _CKPLUS_FILE.match(file.name)
-        if not match:
-            report.skip("file name not S###_###_########.png", str(file))
-            continue
+    for emotion, file, match in _class_folder_files(root, report, _CKPLUS_FILE, "file name not S###_###_########.png"):
         image = _read_gray(file, report, size=(48, 48))
         if image is None:
             continue

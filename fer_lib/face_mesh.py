@@ -54,6 +54,15 @@ def prepare(gray: np.ndarray, attempt: Attempt) -> tuple[np.ndarray, float]:
     return np.ascontiguousarray(np.repeat(big[:, :, None], 3, axis=2)), scale
 
 
+def to_original_pixels(landmarks, rgb_shape, attempt: Attempt, scale: float) -> np.ndarray:
+    """MediaPipe's normalised landmarks of the prepared image as (478, 3) pixels of the original image
+    (padding removed, scale undone; z on the x scale)."""
+    height, width = rgb_shape[:2]
+    points = np.array([(p.x * width, p.y * height, p.z * width) for p in landmarks])
+    points[:, :2] -= attempt.padding
+    return points / scale
+
+
 class FaceMeshExtractor:
     """FaceLandmarker with blendshapes and transformation matrices; a context manager (closes the graph)."""
 
@@ -85,12 +94,10 @@ class FaceMeshExtractor:
         result = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
         if not result.face_landmarks:
             return None
-        height, width = rgb.shape[:2]
-        points = np.array([(p.x * width, p.y * height, p.z * width) for p in result.face_landmarks[0]])
-        points[:, :2] -= attempt.padding
+        points = to_original_pixels(result.face_landmarks[0], rgb.shape, attempt, scale)
         blendshapes = {c.category_name: c.score for c in result.face_blendshapes[0]}
         matrix = np.asarray(result.facial_transformation_matrixes[0], dtype=float).reshape(4, 4)
-        return points / scale, blendshapes, matrix
+        return points, blendshapes, matrix
 
     def extract(self, images) -> dict[str, np.ndarray]:
         """Arrays for a batch of images: each goes through the attempts until one finds a face."""

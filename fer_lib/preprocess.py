@@ -153,18 +153,14 @@ class MediaPipeDetector(Detector):
         """The 478 (x, y, z) landmarks in the input image's pixels (z in the same scale as x), or None."""
         import mediapipe as mp
 
-        scale = self.input_size / max(gray.shape)
-        big = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-        pad = self.padding
-        big = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-        rgb = np.ascontiguousarray(np.repeat(big[:, :, None], 3, axis=2))
+        from .face_mesh import Attempt, prepare, to_original_pixels
+
+        attempt = Attempt(self.input_size, self.padding)
+        rgb, scale = prepare(gray, attempt)
         result = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
         if not result.face_landmarks:
             return None
-        height, width = big.shape
-        points = np.array([(p.x * width, p.y * height, p.z * width) for p in result.face_landmarks[0]])
-        points[:, :2] -= pad
-        return points / scale
+        return to_original_pixels(result.face_landmarks[0], rgb.shape, attempt, scale)
 
     def detect(self, gray: np.ndarray) -> Detection | None:
         points = self.landmarks(gray)

@@ -79,6 +79,12 @@ class FitResult:
     run_dir: Path
     from_cache: bool
 
+    @classmethod
+    def from_meta(cls, model, meta: dict[str, Any], run_dir: Path, from_cache: bool) -> "FitResult":
+        """From a model and its ``fit.json`` contents."""
+        fields = ("history", "train_seconds", "epochs_run", "best_epoch", "stopped_by", "device")
+        return cls(model=model, run_dir=run_dir, from_cache=from_cache, **{k: meta[k] for k in fields})
+
     @property
     def summary(self) -> dict[str, Any]:
         best = self.history[self.best_epoch - 1] if self.history else {}
@@ -202,9 +208,7 @@ def fit(
     if cache and model_path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         model = keras.saving.load_model(model_path)
-        return FitResult(model=model, run_dir=run_dir, from_cache=True,
-                         **{k: meta[k] for k in ("history", "train_seconds", "epochs_run", "best_epoch",
-                                                 "stopped_by", "device")})
+        return FitResult.from_meta(model, meta, run_dir, from_cache=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     history_path, best_path = run_dir / "history.csv", run_dir / "best.weights.h5"
     previous = _read_history(history_path)  # epochs of an interrupted earlier attempt
@@ -246,9 +250,7 @@ def fit(
             "stopped_by": stopped_by, "device": device_description()}
     model.save(model_path)
     meta_path.write_text(json.dumps(meta, indent=1, default=str))
-    return FitResult(model=model, run_dir=run_dir, from_cache=False,
-                     **{k: meta[k] for k in ("history", "train_seconds", "epochs_run", "best_epoch",
-                                             "stopped_by", "device")})
+    return FitResult.from_meta(model, meta, run_dir, from_cache=False)
 
 
 def predict(model, x, batch_size: int = 256) -> tuple[np.ndarray, float]:
