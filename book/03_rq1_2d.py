@@ -99,6 +99,13 @@ def build(model: str, options: dict, seed: int):
     return lambda: pixels.build(model, len(classes), augmentation=P.augmentation, seed=seed, **options)
 
 
+def training_subset(per_class):
+    """Indices of at most ``per_class`` Training faces per class (all of Training for None)."""
+    if per_class is None:
+        return split[TRAIN]
+    return split[TRAIN][faces.subset(split[TRAIN]).stratified_indices(per_class, P.seed)]
+
+
 base = training.TrainConfig.from_params(P.training, seed=P.seed)
 print(base)
 
@@ -112,8 +119,7 @@ print(base)
 
 # %%
 A = P.ablation
-ablation_train = (split[TRAIN] if A["train_per_class"] is None
-                  else split[TRAIN][faces.subset(split[TRAIN]).stratified_indices(A["train_per_class"], P.seed)])
+ablation_train = training_subset(A["train_per_class"])
 rows = []
 for variant in ("raw", "preprocessed"):
     x = inputs[variant]
@@ -169,8 +175,7 @@ display(Markdown(
 
 # %%
 T = P.tuning
-tuning_train = (split[TRAIN] if T["train_per_class"] is None
-                else split[TRAIN][faces.subset(split[TRAIN]).stratified_indices(T["train_per_class"], P.seed)])
+tuning_train = training_subset(T["train_per_class"])
 x = inputs[chosen_input]
 started = time.perf_counter()
 trials, tuned = tuning.grid_search(
@@ -190,7 +195,7 @@ print("best:", {name: getattr(tuned, name) for name in T["grid"]})
 # (how the `full` profile fits ResNet50 and VGG16 on a 2-core CPU; *stopped by* says which).
 
 # %%
-histories, records, models = {}, {}, {}
+histories, records, models, test_scores = {}, {}, {}, {}
 for model_name, spec in P.models.items():
     options = dict(spec.get("options") or {})
     config = tuned.with_(time_budget_s=None if spec.get("time_budget_min") is None else 60 * spec["time_budget_min"])
@@ -211,6 +216,7 @@ for model_name, spec in P.models.items():
         **{k: v for k, v in fitted.summary.items() if k in ("epochs_run", "best_epoch", "stopped_by", "device")})
     fer_lib.write_record(record)
     histories[label], records[label], models[label] = fitted.history, record, fitted.model
+    test_scores[label] = test_probabilities
     print(f"{label}: {fitted.summary}{' (read from cache/models)' if fitted.from_cache else ''}")
 
 # %%
@@ -280,7 +286,7 @@ plots.confusion_matrices(records);
 best_name = max(records, key=lambda name: records[name]["val_accuracy"])
 best_model = models[best_name]
 x_test, y_test = x[split[TEST]], y[split[TEST]]
-predictions = training.predict(best_model, x_test)[0].argmax(1)
+predictions = test_scores[best_name].argmax(1)
 heat = gradcam.gradcam(best_model, x_test, class_index=y_test)
 correct = predictions == y_test
 mean_maps = np.stack([heat[correct & (y_test == c)].mean(0) if (correct & (y_test == c)).any()
