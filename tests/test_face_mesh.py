@@ -57,3 +57,41 @@ def test_misaligned_dataset_is_refused(jaffe_faces, jaffe_sample, tmp_path):
     features = face_mesh.extract_dataset(jaffe_faces, n_jobs=1, cache_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="not aligned"):
         features.misses_table(jaffe_sample)
+
+
+def test_mirror_permutation_is_a_left_right_swap_that_the_sample_faces_reproduce(jaffe_sample, fer_sample):
+    mirror = face_mesh.mirror_permutation()
+    assert sorted(mirror) == list(range(478)) and (mirror[mirror] == np.arange(478)).all()  # swap twice: identity
+    # landmarks 33/263 are the outer eye corners, 61/291 the mouth corners, 1 the nose tip
+    assert mirror[33] == 263 and mirror[61] == 291 and mirror[1] == 1
+    derived = face_mesh.derive_mirror_permutation(list(jaffe_sample.images) + list(fer_sample.images[:60]))
+    assert (derived == mirror).mean() > 0.98
+
+
+def test_mirrored_attempt_gives_the_same_face_as_the_plain_one(jaffe_faces):
+    plain, mirrored = face_mesh.Attempt(192, 24), face_mesh.Attempt(192, 24, mirror=True)
+    with face_mesh.FaceMeshExtractor((plain,)) as extractor:
+        for image in jaffe_faces.images:
+            points, blendshapes, matrix = extractor.extract_one(image, plain)
+            m_points, m_blendshapes, m_matrix = extractor.extract_one(image, mirrored)
+            face_size = np.ptp(points[:, 0])
+            # same landmark, same place (a few % of the face), instead of its left/right twin
+            assert np.abs(m_points[:, :2] - points[:, :2]).mean() < 0.03 * face_size
+            assert list(m_blendshapes) == list(blendshapes)
+            # the side-specific scores follow their side: compare left-right differences, not raw values
+            left = np.array([blendshapes[n] for n in blendshapes if "Left" in n])
+            m_left = np.array([m_blendshapes[n] for n in blendshapes if "Left" in n])
+            assert np.abs(m_left - left).mean() < 0.1
+            np.testing.assert_allclose(m_matrix[:3, :3], matrix[:3, :3], atol=0.15)
+
+
+def test_coverage_table_counts_found_faces_per_split(fer_sample, tmp_path):
+    faces = fer_sample.stratified_subset(1, seed=0)
+    features = face_mesh.extract_dataset(faces, (face_mesh.Attempt(192, 24),), n_jobs=1, cache_dir=tmp_path, progress=False)
+    features.detected[0] = False  # one more miss than MediaPipe gave: the table must count it
+    table = features.coverage_table(faces)
+    assert table.loc["all", "images"] == len(faces) and table.loc["all", "faces found"] == features.detected.sum()
+    split = faces.split[0]
+    assert table.loc[split, "faces found"] == features.detected[faces.split == split].sum() < (faces.split == split).sum()
+    with pytest.raises(ValueError, match="not aligned"):
+        features.coverage_table(fer_sample)
