@@ -42,26 +42,19 @@ data_dir = None  # None: the profile's data_dir, then $FER_DATA_DIR, then data/
 
 # %%
 import time
-from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
 import fer_lib
-from fer_lib import anchors, gradcam, pixels, plots, preprocess, training, tuning
+from fer_lib import anchors, experiment, gradcam, pixels, plots, preprocess, training, tuning
 from fer_lib.data import TEST, TRAIN, VAL
 from fer_lib.paths import resolve_data_dir, results_dir
 
 P = fer_lib.load_params(profile, chapter="03_rq1_2d", data_dir=data_dir)
 print(P)
-fer = fer_lib.load_fer2013(resolve_data_dir(P.data_dir))
-keep = np.ones(len(fer), bool)
-if P.train_per_class is not None:
-    keep &= (fer.split != TRAIN) | np.isin(np.arange(len(fer)), fer.stratified_indices(P.train_per_class, P.seed, (TRAIN,)))
-if P.eval_per_class is not None:
-    keep &= (fer.split == TRAIN) | np.isin(np.arange(len(fer)), fer.stratified_indices(P.eval_per_class, P.seed, (VAL, TEST)))
-faces = fer if keep.all() else fer.subset(np.flatnonzero(keep))
+faces = fer_lib.load_fer2013(resolve_data_dir(P.data_dir)).protocol_subset(P.train_per_class, P.eval_per_class, P.seed)
 print(faces)
 display(faces.counts())
 
@@ -122,19 +115,16 @@ A = P.ablation
 ablation_train = training_subset(A["train_per_class"])
 rows = []
 for variant in ("raw", "preprocessed"):
-    x = inputs[variant]
+    data = experiment.SplitArrays.from_indices(inputs[variant], faces, split)
     for seed in A["seeds"]:
         config = base.with_(seed=seed, epochs=A["epochs"], time_budget_s=None)
-        fitted = training.fit(build(A["model"], {}, seed), x[ablation_train], y[ablation_train],
-                              x[split[VAL]], y[split[VAL]], config, name=f"rq1-ablation-{variant}",
-                              options={"model": A["model"], "augmentation": P.augmentation}, verbose=0)
-        val_probabilities, _ = training.predict(fitted.model, x[split[VAL]])
-        test_probabilities, _ = training.predict(fitted.model, x[split[TEST]])
-        metrics = fer_lib.evaluate(y[split[TEST]], test_probabilities, classes, n_boot=200, seed=seed)
-        rows.append({"input": variant, "seed": seed,
-                     "PublicTest accuracy": float((val_probabilities.argmax(1) == y[split[VAL]]).mean()),
-                     "PrivateTest accuracy": metrics["accuracy"], "PrivateTest macro F1": metrics["macro_f1"],
-                     "train minutes": fitted.train_seconds / 60, "epochs": fitted.epochs_run})
+        run = experiment.train_and_evaluate(
+            build(A["model"], {}, seed), data, config, cache_name=f"rq1-ablation-{variant}",
+            options={"model": A["model"], "augmentation": P.augmentation}, class_names=classes, record=None,
+            x_train=inputs[variant][ablation_train], y_train=y[ablation_train], n_boot=200, verbose=0)
+        rows.append({"input": variant, "seed": seed, "PublicTest accuracy": run.record["val_accuracy"],
+                     "PrivateTest accuracy": run.record["accuracy"], "PrivateTest macro F1": run.record["macro_f1"],
+                     "train minutes": run.fitted.train_seconds / 60, "epochs": run.fitted.epochs_run})
 ablation = pd.DataFrame(rows)
 results_dir(profile).mkdir(parents=True, exist_ok=True)
 ablation.to_csv(results_dir(profile) / "03_rq1_2d__ablation.csv", index=False)
@@ -196,28 +186,21 @@ print("best:", {name: getattr(tuned, name) for name in T["grid"]})
 
 # %%
 histories, records, models, test_scores = {}, {}, {}, {}
+data = experiment.SplitArrays.from_indices(x, faces, split)
 for model_name, spec in P.models.items():
     options = dict(spec.get("options") or {})
     config = tuned.with_(time_budget_s=None if spec.get("time_budget_min") is None else 60 * spec["time_budget_min"])
-    fitted = training.fit(build(model_name, options, P.seed), x[split[TRAIN]], y[split[TRAIN]],
-                          x[split[VAL]], y[split[VAL]], config, name=f"rq1-{model_name}-{chosen_input}",
-                          options={**options, "augmentation": P.augmentation})
     label = model_name if model_name == "study_cnn" else f"{model_name}_{'transfer' if options.get('weights') else 'scratch'}"
-    val_probabilities, _ = training.predict(fitted.model, x[split[VAL]])
-    test_probabilities, infer_ms = training.predict(fitted.model, x[split[TEST]])
-    metrics = fer_lib.evaluate(y[split[TEST]], test_probabilities, classes, n_split=len(split[TEST]), seed=P.seed)
-    record = fer_lib.make_record(
-        metrics, chapter="03_rq1_2d", representation="pixels_2d", model=label, dataset="fer2013",
-        label_set=faces.label_set, split=TEST, profile=profile, seed=P.seed,
-        train_seconds=fitted.train_seconds, extract_ms_per_image=extract_ms[chosen_input],
-        infer_ms_per_image=infer_ms, n_params=int(fitted.model.count_params()),
-        val_accuracy=float((val_probabilities.argmax(1) == y[split[VAL]]).mean()),
-        input=chosen_input, weights=options.get("weights"), training=asdict(config),
-        **{k: v for k, v in fitted.summary.items() if k in ("epochs_run", "best_epoch", "stopped_by", "device")})
-    fer_lib.write_record(record)
-    histories[label], records[label], models[label] = fitted.history, record, fitted.model
-    test_scores[label] = test_probabilities
-    print(f"{label}: {fitted.summary}{' (read from cache/models)' if fitted.from_cache else ''}")
+    run = experiment.train_and_evaluate(
+        build(model_name, options, P.seed), data, config, cache_name=f"rq1-{model_name}-{chosen_input}",
+        options={**options, "augmentation": P.augmentation}, class_names=classes,
+        record={"chapter": "03_rq1_2d", "representation": "pixels_2d", "model": label, "dataset": "fer2013",
+                "label_set": faces.label_set, "profile": profile, "seed": P.seed,
+                "extract_ms_per_image": extract_ms[chosen_input], "input": chosen_input,
+                "weights": options.get("weights")})
+    histories[label], records[label], models[label] = run.fitted.history, run.record, run.fitted.model
+    test_scores[label] = run.test_probabilities
+    print(f"{label}: {run.fitted.summary}{' (read from cache/models)' if run.fitted.from_cache else ''}")
 
 # %%
 plots.learning_curves(histories, title="Training (dashed) and PublicTest (solid) per epoch");

@@ -13,6 +13,11 @@ Chapters hold narrative, parameters, calls and figures; the logic they call live
 - :mod:`fer_lib.training` - the one training loop (early stopping, checkpoints, resume, budget, cache)
 - :mod:`fer_lib.tuning` - keras-tuner grid search over training hyper-parameters
 - :mod:`fer_lib.gradcam` - Grad-CAM heat maps and their share per face region
+- :mod:`fer_lib.experiment` - train → evaluate → record for every chapter; comparison with the best 2D model
+- :mod:`fer_lib.face_mesh` - MediaPipe landmarks, blendshapes and head pose for whole datasets (cached)
+- :mod:`fer_lib.landmarks` - the 478×3 landmark representation: normalisation, SMOTE, its models
+- :mod:`fer_lib.voxels` - voxel grids of the landmarks (occupancy, Gaussian splatting) and 3D-CNNs
+- :mod:`fer_lib.mesh` - the face mesh: edges, triangles, edge lengths, normals, graph convolutions
 """
 from .data import FaceDataset, LoadReport, load_ckplus, load_dataset, load_fer2013, load_jaffe
 from .labels import LABEL_SETS, get_label_set

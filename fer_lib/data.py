@@ -182,6 +182,17 @@ class FaceDataset:
         """At most ``per_class`` images of each class in each split (all of a class if it has fewer)."""
         return self.subset(self.stratified_indices(per_class, seed, splits))
 
+    def protocol_subset(self, train_per_class: int | None, eval_per_class: int | None, seed: int = 0) -> "FaceDataset":
+        """A profile's share of FER2013: at most ``train_per_class`` Training images and
+        ``eval_per_class`` PublicTest / PrivateTest images per class (None keeps a split whole). Every
+        chapter draws it the same way, so chapters of one profile evaluate on the same images."""
+        keep = np.ones(len(self), bool)
+        if train_per_class is not None:
+            keep &= (self.split != TRAIN) | np.isin(np.arange(len(self)), self.stratified_indices(train_per_class, seed, (TRAIN,)))
+        if eval_per_class is not None:
+            keep &= (self.split == TRAIN) | np.isin(np.arange(len(self)), self.stratified_indices(eval_per_class, seed, (VAL, TEST)))
+        return self if keep.all() else self.subset(np.flatnonzero(keep))
+
     def cap_classes(self, caps: dict[str, int | None], split: str = TRAIN, seed: int = 0) -> "FaceDataset":
         """Keep at most ``caps[emotion]`` random images of each original emotion in ``split``.
 

@@ -133,3 +133,55 @@ def heatmap_gallery(images, heatmaps, labels, predictions, class_names, per_clas
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def landmark_overlay(images, points, captions, ncols: int = 6, title: str | None = None, size: float = 2.0):
+    """Faces with their MediaPipe landmarks (image pixels) drawn on top, for checking the extraction."""
+    n_rows = max(1, -(-len(images) // ncols))
+    fig, axes = plt.subplots(n_rows, ncols, figsize=(size * ncols, (size + 0.3) * n_rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, cloud, caption in zip(axes.ravel(), images, points, captions):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.scatter(cloud[:, 0] - 0.5, cloud[:, 1] - 0.5, s=0.4, c=cloud[:, 2], cmap="coolwarm")  # pixel centres at .5
+        ax.set_title(caption, fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def voxel_projections(grids: dict[str, np.ndarray], title: str | None = None):
+    """One face's voxel grids (name -> (k, k, k), indexed [x, y, z]) as maximum projections onto the
+    three planes: what a 3D-CNN gets to see, flattened for the eye."""
+    planes = {"front (x–y)": 2, "side (z–y)": 0, "top (x–z)": 1}
+    fig, axes = plt.subplots(len(grids), len(planes), figsize=(2.4 * len(planes), 2.4 * len(grids)), squeeze=False)
+    for row, (name, grid) in enumerate(grids.items()):
+        for col, (plane, axis) in enumerate(planes.items()):
+            image = np.asarray(grid, dtype=float).max(axis=axis)
+            # picture rows: y for the front and side views (image y points down), z for the top view
+            image = image if axis == 0 else image.T
+            axes[row, col].imshow(image, cmap="magma", interpolation="nearest")
+            axes[row, col].set_title(f"{name}: {plane}", fontsize=7)
+            axes[row, col].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def mesh_overlay(images, points, edges, captions, title: str | None = None, size: float = 3.0):
+    """Faces with their mesh drawn on top: ``edges`` (E, 2) vertex pairs of ``points`` (N, V, 3) pixels."""
+    from matplotlib.collections import LineCollection
+
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size + 0.4), squeeze=False)
+    for ax, image, cloud, caption in zip(axes[0], images, points, captions):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        segments = cloud[:, :2][np.asarray(edges)] - 0.5  # pixel centres at .5
+        ax.add_collection(LineCollection(segments, linewidths=0.3, colors="cyan", alpha=0.8))
+        ax.set_title(caption, fontsize=7)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

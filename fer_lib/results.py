@@ -216,3 +216,53 @@ def load_records(profile: str) -> pd.DataFrame:
         validate_record(record)
         rows.append(record)
     return pd.DataFrame(rows)
+
+
+def predictions_path(profile: str, chapter: str, model: str) -> Path:
+    return results_dir(profile) / f"{chapter}__{model}.predictions.csv"
+
+
+def write_predictions(record: dict[str, Any], ids, y_true, probabilities) -> Path:
+    """Per-image test predictions of a recorded model (id, true class, predicted class, probabilities),
+    beside its record: later chapters compare models on exactly the same images with them."""
+    probabilities = np.asarray(probabilities)
+    if len(ids) != len(y_true) or probabilities.shape != (len(ids), len(record["class_order"])):
+        raise ValueError(f"{len(ids)} ids, {len(y_true)} labels and probabilities of shape {probabilities.shape} "
+                         f"do not describe the same {len(record['class_order'])}-class predictions")
+    table = pd.DataFrame({"id": np.asarray(ids), "y_true": np.asarray(y_true, int),
+                          "y_pred": probabilities.argmax(1)})
+    for number, name in enumerate(record["class_order"]):
+        table[f"p_{name}"] = probabilities[:, number].round(5)
+    path = predictions_path(record["profile"], record["chapter"], record["model"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return path
+
+
+def load_predictions(profile: str, chapter: str, model: str) -> pd.DataFrame:
+    path = predictions_path(profile, chapter, model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run chapter {chapter} with profile {profile!r} first "
+                                f"(it writes the per-image predictions of {model})")
+    return pd.read_csv(path, dtype={"id": str})
+
+
+def paired_difference(y_true, pred_a, pred_b, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Accuracy of two models on the same images, the difference (a − b) with a paired bootstrap CI,
+    and the exact McNemar test p-value on the images where exactly one of them is right."""
+    from scipy.stats import binomtest
+
+    y_true, pred_a, pred_b = (np.asarray(v, int) for v in (y_true, pred_a, pred_b))
+    right_a, right_b = pred_a == y_true, pred_b == y_true
+    draws = np.random.default_rng(seed).integers(0, len(y_true), size=(n_boot, len(y_true)))
+    differences = right_a[draws].mean(1) - right_b[draws].mean(1)
+    tail = (1 - level) / 2 * 100
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    return {
+        "n": len(y_true), "accuracy_a": float(right_a.mean()), "accuracy_b": float(right_b.mean()),
+        "difference": float(right_a.mean() - right_b.mean()),
+        "difference_ci95_low": float(np.percentile(differences, tail)),
+        "difference_ci95_high": float(np.percentile(differences, 100 - tail)),
+        "only_a_right": only_a, "only_b_right": only_b,
+        "mcnemar_p": float(binomtest(only_a, only_a + only_b).pvalue) if only_a + only_b else 1.0,
+    }

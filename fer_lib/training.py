@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -27,6 +28,17 @@ from typing import Any, Callable
 import numpy as np
 
 from .paths import repo_root
+
+
+class _NoRetracingWarnings(logging.Filter):
+    """Chapters build several models in a loop, which makes TensorFlow warn that it traced functions
+    again: expected there, and pages of it would bury a chapter's output. Every other warning stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_NoRetracingWarnings())
 
 OPTIMIZERS = ("sgd", "adamw", "adam")
 

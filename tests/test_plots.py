@@ -39,3 +39,24 @@ def test_learning_curves_plot_training_and_validation_per_model():
     fig = plots.learning_curves({"a": history, "b": history[:2]})
     loss_axis = fig.axes[0]
     assert len(loss_axis.lines) == 4 and len(loss_axis.lines[0].get_xdata()) == 4
+
+
+def test_voxel_projections_show_the_occupied_cells_of_each_view():
+    grid = np.zeros((8, 8, 8))
+    grid[1, 5, 6] = 1  # x=1, y=5, z=6
+    fig = plots.voxel_projections({"one cell": grid})
+    front, side, top = (ax.images[0].get_array() for ax in fig.axes)
+    # front view: rows y, columns x; side view: rows y, columns z; top view: rows z, columns x
+    assert np.argwhere(front).tolist() == [[5, 1]]
+    assert np.argwhere(side).tolist() == [[5, 6]]
+    assert np.argwhere(top).tolist() == [[6, 1]]
+
+
+def test_mesh_and_landmark_overlays_draw_every_edge_and_point(fer_sample):
+    points = np.random.default_rng(0).uniform(5, 40, size=(2, 10, 3))
+    edges = np.array([[0, 1], [1, 2], [2, 3]])
+    fig = plots.mesh_overlay(fer_sample.images[:2], points, edges, ["a", "b"])
+    assert [len(ax.collections[0].get_segments()) for ax in fig.axes] == [3, 3]
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_segments()[0], points[0, [0, 1], :2] - 0.5)
+    fig = plots.landmark_overlay(fer_sample.images[:2], points, ["a", "b"], ncols=2)
+    assert [len(ax.collections[0].get_offsets()) for ax in fig.axes] == [10, 10]

@@ -1,0 +1,237 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. RQ2.1: emotions from MediaPipe landmarks
+#
+# *Can deep networks recognise emotions from the 478 3D landmarks MediaPipe puts on a face, and how
+# do they compare with 2D pixels?* — the 3DFER study's RQ2.1, on FER2013's seven classes with the
+# standard protocol (train on **Training**, select on **PublicTest**, report on **PrivateTest**).
+#
+# This chapter also runs the extraction that the voxel, mesh and blendshape chapters reuse:
+# MediaPipe Tasks' FaceLandmarker on every image (`fer_lib.face_mesh`), giving 478×3 landmarks, 52
+# blendshape scores and the head pose per face. A landmark model cannot see a face MediaPipe misses,
+# so coverage is part of the result: every table gives accuracy on the faces found and accuracy with
+# the misses counted as errors.
+#
+# | model | as in the study | here |
+# |---|---|---|
+# | landmark MLP | 4 dense layers on the flattened 478×3 cloud; 51 % | same (`landmarks.study_mlp`) |
+# | landmark CNN | 6 Conv1D layers, 2 max-pools, 2 dense layers; 55 % | same (`landmarks.study_cnn1d`) |
+# | — | — | `landmarks.landmark_mlp`: wider, batch norm, dropout and point-cloud augmentation (mirrored face with left/right landmarks swapped, small 3D rotations, scale and point jitter) |
+
+# %% tags=["parameters"]
+profile = "sample"  # smoke | sample | full: reads params/<profile>.yml
+data_dir = None  # None: the profile's data_dir, then $FER_DATA_DIR, then data/
+
+# %%
+import json
+import time
+
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+import fer_lib
+from fer_lib import anchors, experiment, face_mesh, landmarks, plots, training
+from fer_lib.data import TEST, TRAIN, VAL
+from fer_lib.paths import repo_root, resolve_data_dir, results_dir
+
+CHAPTER = "04_rq2_1_landmarks"
+P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
+print(P)
+faces = fer_lib.load_fer2013(resolve_data_dir(P.data_dir)).protocol_subset(P.train_per_class, P.eval_per_class, P.seed)
+classes = faces.class_names
+print(faces)
+
+# %% [markdown]
+# ## MediaPipe on every face
+#
+# FER2013 faces are 48×48 pixels, far smaller than what MediaPipe's detector was trained on. Each
+# image therefore goes through a cascade of attempts until one finds a face: upscaled to a size,
+# padded with black, optionally contrast-equalised (CLAHE) and — the attempts that rescue most of the
+# remaining faces — **mirrored** (MediaPipe's detector is not left-right symmetric; landmarks found
+# on the mirrored image are mirrored back and renumbered with MediaPipe's left/right landmark
+# permutation). A face none of the attempts finds is kept as a miss, counted and shown below.
+# Extraction is cached on disk per chunk (`cache/face_mesh/`), so reruns read it back.
+
+# %%
+attempts = tuple(face_mesh.Attempt(**a) for a in P.face_mesh["attempts"]) if P.face_mesh.get("attempts") else face_mesh.DEFAULT_ATTEMPTS
+started = time.perf_counter()
+features = face_mesh.extract_dataset(faces, attempts, min_confidence=P.face_mesh["min_confidence"], n_jobs=P.n_jobs)
+print(f"extraction: {time.perf_counter() - started:.1f} s in this run (read from cache/face_mesh after the first run)")
+extract_ms = float(features.ms.mean())
+display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"}))
+display(features.attempts_table())
+benchmark_file = repo_root() / "benchmarks" / "face_mesh_speed.results.jsonl"
+if benchmark_file.is_file():
+    last = json.loads(benchmark_file.read_text().strip().splitlines()[-1])
+    print(f"benchmark (benchmarks/face_mesh_speed.py, last recorded run): {last['images']} images in {last['seconds']} s "
+          f"= {last['images_per_s']} images/s with {last['n_jobs']} processes on {last['cores']} cores, coverage {last['coverage']:.2%}")
+print(f"extraction cost: {extract_ms:.1f} ms per image (one process, every attempt tried until a face is found)")
+
+# %% [markdown]
+# Where the faces are missed, per class and split, and what they look like:
+
+# %%
+display(features.misses_table(faces))
+missed = np.flatnonzero(~features.detected)
+if len(missed):
+    shown = np.random.default_rng(P.seed).choice(missed, size=min(P.gallery, len(missed)), replace=False)
+    plots.image_strip(faces, np.sort(shown), title=f"Faces MediaPipe did not find ({len(missed)} in all; {len(shown)} shown)");
+
+# %%
+first_mirrored = next((i for i, a in enumerate(features.attempts) if a.mirror), None)
+rescued = np.flatnonzero(features.attempt >= first_mirrored) if first_mirrored is not None else np.array([], int)
+print(f"{len(rescued)} faces were found only by the later attempts (mirrored / CLAHE); a sample with their landmarks:")
+examples = np.concatenate([np.random.default_rng(P.seed).choice(np.flatnonzero(features.detected & (faces.labels == c)), size=1)
+                           for c in range(len(classes)) if (features.detected & (faces.labels == c)).any()]
+                          + [rescued[:6]])
+plots.landmark_overlay(faces.images[examples], features.landmarks[examples],
+                       [f"{faces.label_names[i]}\n{features.attempts[features.attempt[i]]}".replace("Attempt", "")[:60]
+                        for i in examples], title="MediaPipe landmarks (colour: depth z); one face per class, then rescued faces");
+
+# %% [markdown]
+# ## 1. Normalising the point cloud: an ablation
+#
+# Landmarks arrive in image pixels: they carry where the face sits in the frame, how large it is and
+# how the head is turned, none of which is an expression. Four inputs, from nothing to all three
+# steps (`landmarks.NORMALISATIONS`): raw pixels; centred on the cloud's mean; centred and divided by
+# the cloud's RMS radius; and, on top, the head rotation removed with MediaPipe's facial
+# transformation matrix (the face turned back to frontal). The study MLP trains on each, with several
+# seeds; PublicTest decides which the final models use.
+
+# %%
+base = training.TrainConfig.from_params(P.training, seed=P.seed)
+print(base)
+
+
+def build(model: str, options: dict, seed: int):
+    return lambda: landmarks.build(model, len(classes), seed=seed, **options)
+
+
+A = P.normalisation_ablation
+arrays = {variant: landmarks.split_arrays(features, faces, variant) for variant in A["variants"]}
+display(arrays[A["variants"][0]].table().style.format({"coverage": "{:.2%}"}))
+rows = []
+for variant in A["variants"]:
+    for seed in A["seeds"]:
+        run = experiment.train_and_evaluate(
+            build(A["model"], {}, seed), arrays[variant], base.with_(seed=seed, epochs=A["epochs"]),
+            cache_name=f"rq21-norm-{variant}", options={"model": A["model"], "normalisation": variant},
+            class_names=classes, record=None, n_boot=200, verbose=0)
+        rows.append({"normalisation": variant, "seed": seed, "PublicTest accuracy": run.record["val_accuracy"],
+                     "PrivateTest accuracy": run.record["accuracy"], "PrivateTest macro F1": run.record["macro_f1"],
+                     "epochs": run.fitted.epochs_run, "train s": run.fitted.train_seconds})
+normalisation_runs = pd.DataFrame(rows)
+results_dir(profile).mkdir(parents=True, exist_ok=True)
+normalisation_runs.to_csv(results_dir(profile) / f"{CHAPTER}__normalisation.csv", index=False)
+columns = ["PublicTest accuracy", "PrivateTest accuracy", "PrivateTest macro F1"]
+normalisation_summary = normalisation_runs.groupby("normalisation", sort=False)[columns + ["train s"]].agg(["mean", "std"])
+display(normalisation_summary.round(4))
+chosen = normalisation_summary[("PublicTest accuracy", "mean")].idxmax()
+display(Markdown(f"Chosen on PublicTest: **{chosen}** "
+                 f"({normalisation_summary.loc[chosen, ('PublicTest accuracy', 'mean')]:.1%} mean PublicTest accuracy over "
+                 f"{len(A['seeds'])} seeds)."))
+data = arrays[chosen]
+
+# %% [markdown]
+# ## 2. SMOTE on landmarks: an ablation
+#
+# The study balanced FER2013's classes (547 *disgust* against 8,989 *happy* Training faces) with
+# SMOTE, reshaping each 478×3 cloud to one vector of 1,434 numbers so that SMOTE's interpolation
+# between neighbours of a class applies (`landmarks.smote`). Same model and seeds, with and without.
+
+# %%
+S = P.smote_ablation
+smoted = {seed: landmarks.smote(data.x[TRAIN], data.y[TRAIN], seed=seed) for seed in S["seeds"]}
+print("Training faces per class after SMOTE:", np.bincount(smoted[S["seeds"][0]][1]).tolist(),
+      "| before:", np.bincount(data.y[TRAIN], minlength=len(classes)).tolist())
+rows = []
+for use_smote in (False, True):
+    for seed in S["seeds"]:
+        x_train, y_train = smoted[seed] if use_smote else (data.x[TRAIN], data.y[TRAIN])
+        run = experiment.train_and_evaluate(
+            build(S["model"], {}, seed), data, base.with_(seed=seed, epochs=S["epochs"]),
+            cache_name=f"rq21-smote-{use_smote}-{chosen}", options={"model": S["model"], "smote": use_smote},
+            class_names=classes, record=None, x_train=x_train, y_train=y_train, n_boot=200, verbose=0)
+        rows.append({"SMOTE": use_smote, "seed": seed, "PublicTest accuracy": run.record["val_accuracy"],
+                     "PrivateTest accuracy": run.record["accuracy"], "PrivateTest macro F1": run.record["macro_f1"],
+                     "disgust recall": run.record["per_class"]["disgust"]["recall"] if "disgust" in classes else np.nan,
+                     "epochs": run.fitted.epochs_run, "train s": run.fitted.train_seconds})
+smote_runs = pd.DataFrame(rows)
+smote_runs.to_csv(results_dir(profile) / f"{CHAPTER}__smote.csv", index=False)
+smote_summary = smote_runs.groupby("SMOTE")[columns + ["disgust recall"]].agg(["mean", "std"])
+display(smote_summary.round(4))
+use_smote = bool(smote_summary[("PublicTest accuracy", "mean")].idxmax())
+display(Markdown(f"SMOTE changed PrivateTest accuracy by **{smote_summary.loc[True, ('PrivateTest accuracy', 'mean')] - smote_summary.loc[False, ('PrivateTest accuracy', 'mean')]:+.1%}** "
+                 f"and macro F1 by {smote_summary.loc[True, ('PrivateTest macro F1', 'mean')] - smote_summary.loc[False, ('PrivateTest macro F1', 'mean')]:+.3f}; "
+                 f"the final models train **{'with' if use_smote else 'without'}** it (chosen on PublicTest accuracy)."))
+
+# %% [markdown]
+# ## 3. The three models on all detected Training faces
+#
+# Each model trains with the chosen normalisation (and SMOTE if it won), AdamW with early stopping
+# on PublicTest loss, or until the profile's time budget (*stopped by* says which).
+
+# %%
+x_train, y_train = smoted[S["seeds"][0]] if use_smote else (data.x[TRAIN], data.y[TRAIN])
+runs = experiment.run_models(
+    P.models, build=build, inputs={chosen: data}, base=base, cache_prefix=f"rq21-smote{use_smote}", class_names=classes,
+    x_train=x_train, y_train=y_train,
+    record={"chapter": CHAPTER, "representation": "landmarks_3d", "dataset": "fer2013", "label_set": faces.label_set,
+            "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms, "smote": use_smote})
+
+# %%
+plots.learning_curves({name: run.fitted.history for name, run in runs.items()},
+                      title="Training (dashed) and PublicTest (solid) per epoch");
+
+# %%
+table = pd.DataFrame([run.row for run in runs.values()]).set_index("model")
+display(table.round(3))
+seeds = anchors.SEED_RESULTS["3DFER"]
+display(Markdown(
+    f"Anchors, **the study's numbers, not measured here**: landmark MLP {seeds['landmark MLP'][0]:.0%}, landmark "
+    f"CNN {seeds['landmark 1D-CNN'][0]:.0%}; the study lost {seeds['faces lost by MediaPipe'][0]:.0%} of FER2013 to "
+    f"MediaPipe. Measured here: MediaPipe found {features.coverage:.2%} of these images; "
+    + ", ".join(f"{name} **{run.record['accuracy']:.1%}** (95 % CI {run.record['accuracy_ci95'][0]:.1%}–"
+                f"{run.record['accuracy_ci95'][1]:.1%}, macro F1 {run.record['macro_f1']:.3f}, "
+                f"{run.record['train_seconds'] / 60:.1f} min on {run.record['device']})" for name, run in runs.items()) + "."))
+
+# %%
+per_class = pd.concat({name: pd.DataFrame(run.record["per_class"]).T[["precision", "recall", "f1"]]
+                       for name, run in runs.items()}, axis=1)
+display(per_class.round(3))
+plots.confusion_matrices({name: run.record for name, run in runs.items()});
+
+# %% [markdown]
+# ## 4. RQ2.1: landmarks against 2D pixels, on the same faces
+#
+# The landmark model chosen on PublicTest beside chapter 3's best 2D model (also chosen on
+# PublicTest), on exactly the PrivateTest images where MediaPipe found a face; then both on all of
+# PrivateTest, the landmark model with its misses counted wrong. The difference is paired (same
+# images): a bootstrap confidence interval and McNemar's exact test on the images where only one of
+# the two is right.
+
+# %%
+best = max(runs, key=lambda name: runs[name].record["val_accuracy"])
+comparison, paired = experiment.versus_2d(profile, best, data.ids[TEST], data.y[TEST],
+                                          runs[best].test_probabilities.argmax(1), data.n_split[TEST], seed=P.seed)
+display(comparison.style.format({"accuracy": "{:.2%}"}))
+display(Markdown(
+    f"On the {paired['n']} PrivateTest faces both can see, **{best}** is right on {paired['accuracy_a']:.1%} and "
+    f"**{paired['best_2d']}** (2D) on {paired['accuracy_b']:.1%}: a difference of **{paired['difference']:+.1%}** "
+    f"(95 % CI {paired['difference_ci95_low']:+.1%} to {paired['difference_ci95_high']:+.1%}; McNemar p = "
+    f"{paired['mcnemar_p']:.2g}; only the landmark model right on {paired['only_a_right']} faces, only the 2D "
+    f"model on {paired['only_b_right']})."))
+pd.DataFrame([paired]).to_csv(results_dir(profile) / f"{CHAPTER}__versus_2d.csv", index=False)

@@ -1,0 +1,158 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. RQ2.2: emotions from voxel grids of the landmarks
+#
+# *Does turning the landmark cloud into a 3D image — a k×k×k voxel grid — let a 3D-CNN recognise
+# emotions, and how does it compare with 2D pixels?* — the 3DFER study's RQ2.2, which scored lowest
+# of all its representations (43 % on FER2013's seven classes). The standard protocol again: train
+# on **Training**, select on **PublicTest**, report on **PrivateTest**.
+#
+# The voxels are made from chapter 4's MediaPipe landmarks (the same cached extraction, so the same
+# faces are found and missed). Two grids (`fer_lib.voxels`):
+#
+# - **occupancy**, the study's: the landmarks scaled into [0, k) and a cell set to 1 wherever at least
+#   one landmark falls;
+# - **Gaussian splatting**, the attempted rescue: each landmark adds a small 3D Gaussian at its exact
+#   (sub-voxel) position, so the grid keeps where inside a cell a point lies and how many points crowd
+#   a region, instead of collapsing them into one binary cell.
+#
+# | model | as in the study | here |
+# |---|---|---|
+# | study 3D-CNN | 3 Conv3D layers, 1 pooling layer, 3 dense layers on the occupancy grid; 43 % | same layers (`voxels.study_cnn3d`), with strides the study does not give, so the dense layer fits on a CPU |
+# | — | — | `voxels.voxel_cnn`: Conv3D blocks with batch norm and pooling, on occupancy and on Gaussian grids |
+
+# %% tags=["parameters"]
+profile = "sample"  # smoke | sample | full: reads params/<profile>.yml
+data_dir = None  # None: the profile's data_dir, then $FER_DATA_DIR, then data/
+
+# %%
+import time
+
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+import fer_lib
+from fer_lib import anchors, experiment, face_mesh, landmarks, plots, training, voxels
+from fer_lib.data import TEST, TRAIN
+from fer_lib.paths import resolve_data_dir, results_dir
+
+CHAPTER = "05_rq2_2_voxels"
+P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
+print(P)
+faces = fer_lib.load_fer2013(resolve_data_dir(P.data_dir)).protocol_subset(P.train_per_class, P.eval_per_class, P.seed)
+classes = faces.class_names
+attempts = tuple(face_mesh.Attempt(**a) for a in P.face_mesh["attempts"]) if P.face_mesh.get("attempts") else face_mesh.DEFAULT_ATTEMPTS
+features = face_mesh.extract_dataset(faces, attempts, min_confidence=P.face_mesh["min_confidence"], n_jobs=P.n_jobs)
+display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"}))
+
+# %% [markdown]
+# ## From landmarks to voxels
+#
+# The landmarks are first normalised as in chapter 4 (`normalisation` in the profile: with the head
+# pose removed, a grid axis means the same direction on every face), then scaled per face so the
+# longest axis spans the grid, keeping the face's proportions. How much does the grid lose? At
+# resolution k, every landmark that falls into a cell already holding another is lost to an
+# occupancy grid — the table measures that share for several k on these faces.
+
+# %%
+data = landmarks.split_arrays(features, faces, P.normalisation)
+all_points = np.concatenate([data.x[s] for s in data.x])
+collision_table = pd.DataFrame([{"k": k, "cells": k ** 3, "landmarks lost to a shared cell (mean share)":
+                                 float(voxels.collisions(all_points[:P.collision_sample], k).mean())}
+                                for k in P.collision_ks]).set_index("k")
+display(collision_table.style.format({"landmarks lost to a shared cell (mean share)": "{:.1%}"}))
+
+started = time.perf_counter()
+occupancy = data.with_x(lambda x: voxels.occupancy(x, P.k))
+occupancy_ms = (time.perf_counter() - started) * 1000 / len(all_points)
+started = time.perf_counter()
+gaussian = data.with_x(lambda x: voxels.gaussian_splat(x, P.k, sigma=P.gaussian_sigma))
+gaussian_ms = (time.perf_counter() - started) * 1000 / len(all_points)
+extract_ms = float(features.ms.mean())
+display(pd.DataFrame({
+    "occupancy": {**voxels.describe(occupancy.x[TRAIN]), "ms per face (grid only)": occupancy_ms,
+                  "ms per face incl. MediaPipe": extract_ms + occupancy_ms},
+    "gaussian": {**voxels.describe(gaussian.x[TRAIN]), "ms per face (grid only)": gaussian_ms,
+                 "ms per face incl. MediaPipe": extract_ms + gaussian_ms}}).round(4))
+example = int(np.flatnonzero(data.y[TRAIN] == classes.index("happy"))[0]) if "happy" in classes else 0
+plots.voxel_projections({"occupancy": occupancy.x[TRAIN][example], "gaussian": gaussian.x[TRAIN][example]},
+                        title=f"One Training face ({classes[data.y[TRAIN][example]]}) at k = {P.k}, maximum projections");
+
+# %% [markdown]
+# ## The models
+#
+# The study's 3D-CNN on the study's occupancy grid; then the better-regularised `voxel_cnn` on the
+# occupancy grid and on the Gaussian grid, so the effect of the grid is measured with the model held
+# fixed. AdamW with early stopping on PublicTest loss, or the profile's time budget (*stopped by*).
+
+# %%
+base = training.TrainConfig.from_params(P.training, seed=P.seed)
+print(base)
+
+
+def build(model: str, options: dict, seed: int):
+    return lambda: voxels.build(model, len(classes), k=P.k, seed=seed, **options)
+
+
+runs = experiment.run_models(
+    P.models, build=build, inputs={"occupancy": occupancy, "gaussian": gaussian}, base=base,
+    cache_prefix=f"rq22-k{P.k}", class_names=classes,
+    record={"chapter": CHAPTER, "representation": "voxels_3d", "dataset": "fer2013", "label_set": faces.label_set,
+            "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms + occupancy_ms, "k": P.k,
+            "normalisation": P.normalisation})
+
+# %%
+plots.learning_curves({name: run.fitted.history for name, run in runs.items()},
+                      title="Training (dashed) and PublicTest (solid) per epoch");
+
+# %%
+table = pd.DataFrame([{**run.row, "grid": run.record["input"]} for run in runs.values()]).set_index("model")
+display(table.round(3))
+seeds = anchors.SEED_RESULTS["3DFER"]
+display(Markdown(
+    f"Anchor, **the study's number, not measured here**: voxel 3D-CNN {seeds['voxel 3D-CNN'][0]:.0%}. Measured here "
+    f"(k = {P.k}, MediaPipe found {features.coverage:.2%} of these images): "
+    + ", ".join(f"{name} on {run.record['input']} **{run.record['accuracy']:.1%}** (95 % CI {run.record['accuracy_ci95'][0]:.1%}–"
+                f"{run.record['accuracy_ci95'][1]:.1%}, macro F1 {run.record['macro_f1']:.3f}, "
+                f"{run.record['train_seconds'] / 60:.1f} min, {run.record['epochs_run']} epochs, stopped by "
+                f"{run.record['stopped_by'].replace('_', ' ')})" for name, run in runs.items()) + "."))
+
+# %%
+per_class = pd.concat({name: pd.DataFrame(run.record["per_class"]).T[["precision", "recall", "f1"]]
+                       for name, run in runs.items()}, axis=1)
+display(per_class.round(3))
+plots.confusion_matrices({name: run.record for name, run in runs.items()});
+
+# %% [markdown]
+# ## RQ2.2: voxels against 2D pixels, on the same faces
+#
+# The voxel model chosen on PublicTest beside chapter 3's best 2D model, on exactly the PrivateTest
+# images where MediaPipe found a face, then on all of PrivateTest with the misses counted wrong;
+# the paired difference with a bootstrap CI and McNemar's exact test.
+
+# %%
+best = max(runs, key=lambda name: runs[name].record["val_accuracy"])
+comparison, paired = experiment.versus_2d(profile, best, data.ids[TEST], data.y[TEST],
+                                          runs[best].test_probabilities.argmax(1), data.n_split[TEST], seed=P.seed)
+display(comparison.style.format({"accuracy": "{:.2%}"}))
+display(Markdown(
+    f"On the {paired['n']} PrivateTest faces both can see, **{best}** is right on {paired['accuracy_a']:.1%} and "
+    f"**{paired['best_2d']}** (2D) on {paired['accuracy_b']:.1%}: a difference of **{paired['difference']:+.1%}** "
+    f"(95 % CI {paired['difference_ci95_low']:+.1%} to {paired['difference_ci95_high']:+.1%}; McNemar p = "
+    f"{paired['mcnemar_p']:.2g}; only the voxel model right on {paired['only_a_right']} faces, only the 2D model on "
+    f"{paired['only_b_right']})."))
+results_dir(profile).mkdir(parents=True, exist_ok=True)
+pd.DataFrame([paired]).to_csv(results_dir(profile) / f"{CHAPTER}__versus_2d.csv", index=False)

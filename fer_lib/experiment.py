@@ -1,0 +1,172 @@
+"""One experiment step for every representation chapter: train, predict, evaluate, record.
+
+A chapter prepares its model inputs as :class:`SplitArrays` (Training / PublicTest / PrivateTest, with
+the image ids and how many images each split had before an extractor lost some), then calls
+:func:`train_and_evaluate` once per model. It fits with :func:`fer_lib.training.fit` (cache, resume,
+time budget), predicts PublicTest and PrivateTest, evaluates PrivateTest with
+:func:`fer_lib.results.evaluate`, and — unless it is an ablation run — writes the results record and
+the per-image predictions. :func:`versus_2d` then answers the RQ2 questions: the best model of a
+representation beside the best 2D model on exactly the same PrivateTest images.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import results, training
+from .data import TEST, TRAIN, VAL
+
+
+@dataclass
+class SplitArrays:
+    """Model inputs ``x``, labels ``y`` and image ``ids`` per split name, and ``n_split``: the images each
+    split had before any were lost (a face the extractor missed counts against coverage)."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    ids: dict[str, np.ndarray]
+    n_split: dict[str, int]
+
+    @classmethod
+    def from_indices(cls, inputs, dataset, index: dict[str, np.ndarray], n_split: dict[str, int] | None = None,
+                     input_index: dict[str, np.ndarray] | None = None) -> "SplitArrays":
+        """``inputs[input_index[split]]`` (default: ``index``) for the dataset's images ``index[split]``."""
+        input_index = input_index or index
+        return cls(x={s: inputs[input_index[s]] for s in index}, y={s: dataset.labels[i] for s, i in index.items()},
+                   ids={s: np.asarray(dataset.ids)[i] for s, i in index.items()},
+                   n_split=n_split or {s: len(i) for s, i in index.items()})
+
+    def with_x(self, transform: Callable[[np.ndarray], np.ndarray]) -> "SplitArrays":
+        """The same images and labels with every split's inputs transformed (e.g. landmarks → voxels)."""
+        return SplitArrays({s: transform(x) for s, x in self.x.items()}, self.y, self.ids, self.n_split)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({"images used": {s: len(y) for s, y in self.y.items()},
+                             "images in split": self.n_split,
+                             "coverage": {s: len(y) / max(1, self.n_split[s]) for s, y in self.y.items()}})
+
+
+@dataclass
+class Trained:
+    record: dict[str, Any]
+    fitted: training.FitResult
+    val_probabilities: np.ndarray
+    test_probabilities: np.ndarray
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """One line of a chapter's results table."""
+        r = self.record
+        ci = r.get("accuracy_ci95")
+        return {"model": r["model"], "PrivateTest accuracy": r["accuracy"],
+                "95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
+                "accuracy, misses counted wrong": r["accuracy_all_faces"], "macro F1": r["macro_f1"],
+                "AUC-ROC (OvR)": r["macro_auc_roc"], "PublicTest accuracy": r["val_accuracy"],
+                "train min": r["train_seconds"] / 60, "epochs": r["epochs_run"], "stopped by": r["stopped_by"],
+                "infer ms/image": r["infer_ms_per_image"], "parameters": r["n_params"]}
+
+
+def train_and_evaluate(build: Callable[[], Any], data: SplitArrays, config: training.TrainConfig, *,
+                       cache_name: str, options: dict[str, Any], class_names, record: dict[str, Any] | None,
+                       x_train: np.ndarray | None = None, y_train: np.ndarray | None = None,
+                       n_boot: int = 1000, verbose: int = 2) -> Trained:
+    """Fit ``build()`` on Training (or the given ``x_train``/``y_train``, e.g. a SMOTE-resampled or
+    class-capped set), early-stop on PublicTest, evaluate PrivateTest.
+
+    ``record``: the identifying fields of the results record (chapter, representation, model, dataset,
+    label_set, profile, seed, extract_ms_per_image, plus any extra keys); the record and the per-image
+    predictions are written. ``None`` for ablation runs: metrics only, nothing written.
+    """
+    x_train = data.x[TRAIN] if x_train is None else x_train
+    y_train = data.y[TRAIN] if y_train is None else y_train
+    fitted = training.fit(build, x_train, y_train, data.x[VAL], data.y[VAL], config, name=cache_name,
+                          options=options, verbose=verbose)
+    val_probabilities, _ = training.predict(fitted.model, data.x[VAL])
+    test_probabilities, infer_ms = training.predict(fitted.model, data.x[TEST])
+    metrics = results.evaluate(data.y[TEST], test_probabilities, class_names, n_split=data.n_split[TEST],
+                               n_boot=n_boot, seed=config.seed)
+    summary = {k: v for k, v in fitted.summary.items() if k in ("epochs_run", "best_epoch", "stopped_by", "device")}
+    extra = {"val_accuracy": float((val_probabilities.argmax(1) == data.y[VAL]).mean()),
+             "training": asdict(config), "n_train": int(len(y_train)), **summary}
+    timing = {"train_seconds": fitted.train_seconds, "infer_ms_per_image": infer_ms,
+              "n_params": int(fitted.model.count_params())}
+    if record is None:
+        full = {**metrics, **timing, **extra}
+    else:
+        full = results.make_record(metrics, split=TEST, **timing, **extra, **record)
+        results.write_record(full)
+        results.write_predictions(full, data.ids[TEST], data.y[TEST], test_probabilities)
+    return Trained(full, fitted, val_probabilities, test_probabilities)
+
+
+def best_record(profile: str, representation: str) -> dict[str, Any]:
+    """The recorded model of a representation with the best PublicTest accuracy (selection never looks
+    at PrivateTest)."""
+    table = results.load_records(profile)
+    rows = table[table.representation == representation] if len(table) else table
+    if not len(rows):
+        raise FileNotFoundError(f"no {representation} records in results/{profile}: run its chapter first")
+    return rows.loc[rows.val_accuracy.idxmax()].to_dict()
+
+
+def versus_2d(profile: str, name: str, ids, y_true, y_pred, n_split: int, n_boot: int = 2000,
+              seed: int = 0) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The RQ2 answer: this representation's best model (``name``; its PrivateTest ``ids``, labels and
+    predictions) beside the best 2D model (chapter 3, chosen on PublicTest).
+
+    Returns a table — the 2D model on every PrivateTest image, the 2D model and this model on the
+    images where this representation has a face, and this model with its misses counted wrong — and
+    the paired comparison on the shared images (difference this − 2D, bootstrap CI, McNemar p).
+    """
+    best = best_record(profile, "pixels_2d")
+    pixels = results.load_predictions(profile, best["chapter"], best["model"]).set_index("id")
+    ids = np.asarray(ids).astype(str)
+    missing = np.setdiff1d(ids, pixels.index)
+    if len(missing):
+        raise ValueError(f"{len(missing)} of these PrivateTest images have no 2D prediction (first: {missing[0]}); "
+                         "run both chapters with the same profile")
+    shared = pixels.loc[ids]
+    if not np.array_equal(shared.y_true.to_numpy(), np.asarray(y_true)):
+        raise ValueError("the 2D predictions disagree with these labels for the same image ids")
+    paired = results.paired_difference(y_true, y_pred, shared.y_pred.to_numpy(), n_boot=n_boot, seed=seed)
+    pixel_all = float((pixels.y_pred == pixels.y_true).mean())
+    rows = [
+        {"model": f"{best['model']} (2D)", "images": f"all PrivateTest ({len(pixels)})", "accuracy": pixel_all},
+        {"model": f"{best['model']} (2D)", "images": f"where {name} has a face ({len(ids)})",
+         "accuracy": paired["accuracy_b"]},
+        {"model": name, "images": f"where {name} has a face ({len(ids)})", "accuracy": paired["accuracy_a"]},
+        {"model": name, "images": f"all PrivateTest ({n_split}), misses counted wrong",
+         "accuracy": paired["accuracy_a"] * len(ids) / n_split},
+    ]
+    return pd.DataFrame(rows), {"best_2d": best["model"], **paired}
+
+
+def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, int], Callable[[], Any]],
+               inputs: dict[str, SplitArrays], base: training.TrainConfig, cache_prefix: str,
+               record: dict[str, Any], class_names, x_train=None, y_train=None) -> dict[str, Trained]:
+    """Train, evaluate and record every model of a chapter's ``models`` block.
+
+    A spec is ``{model: <builder name, default the label>, input: <key of inputs, default the only
+    one>, options: {...}, time_budget_min: <minutes or null>}``; each label becomes a record's
+    ``model``. ``build(model, options, seed)`` returns the zero-argument builder ``fit`` calls.
+    """
+    runs = {}
+    for label, spec in specs.items():
+        model = spec.get("model", label)
+        input_name = spec.get("input") or (next(iter(inputs)) if len(inputs) == 1 else None)
+        if input_name not in inputs:
+            raise KeyError(f"model {label!r}: input {spec.get('input')!r} is not one of {sorted(inputs)}")
+        options = dict(spec.get("options") or {})
+        minutes = spec.get("time_budget_min")
+        config = base.with_(time_budget_s=None if minutes is None else 60 * minutes)
+        runs[label] = train_and_evaluate(
+            build(model, options, base.seed), inputs[input_name], config,
+            cache_name=f"{cache_prefix}-{label}-{input_name}", options={"model": model, "input": input_name, **options},
+            class_names=class_names, x_train=x_train, y_train=y_train,
+            record={**record, "model": label, "input": input_name, "options": options})
+        fitted = runs[label].fitted
+        print(f"{label}: {fitted.summary}{' (read from cache/models)' if fitted.from_cache else ''}")
+    return runs

@@ -1,0 +1,80 @@
+"""The shared experiment step: train → evaluate → record → per-image predictions → paired comparison
+with the best 2D model, on real sample faces."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_lib import experiment, pixels, results, training
+from fer_lib.data import TEST, TRAIN, VAL
+
+
+def test_paired_difference_counts_discordant_images_and_bounds_the_difference():
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    a = y.copy()
+    a[[0, 1]] = 9                      # a wrong on 2 images
+    b = y.copy()
+    b[[2, 3, 4, 5, 0]] = 9             # b wrong on 5 images, one of them shared with a
+    out = results.paired_difference(y, a, b, n_boot=500)
+    assert (out["accuracy_a"], out["accuracy_b"]) == (0.8, 0.5)
+    assert (out["only_a_right"], out["only_b_right"]) == (4, 1)
+    assert out["difference"] == pytest.approx(0.3)
+    assert out["difference_ci95_low"] <= 0.3 <= out["difference_ci95_high"]
+    assert 0 < out["mcnemar_p"] < 1
+    same = results.paired_difference(y, a, a, n_boot=100)
+    assert same["difference"] == 0 and same["mcnemar_p"] == 1.0
+
+
+@pytest.fixture
+def book(tmp_path, monkeypatch):
+    """A throwaway book root: records, predictions and model caches go there, not into the repo."""
+    (tmp_path / "params").mkdir()
+    monkeypatch.setenv("FER_BOOK_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def _pixel_arrays(fer_sample):
+    index = {s: np.flatnonzero(fer_sample.split == s) for s in (TRAIN, VAL, TEST)}
+    return experiment.SplitArrays.from_indices(fer_sample.images[..., None].astype("float32"), fer_sample, index)
+
+
+def test_train_and_evaluate_writes_a_record_and_predictions_that_versus_2d_compares(fer_sample, book):
+    data = _pixel_arrays(fer_sample)
+    config = training.TrainConfig(epochs=1, batch_size=32)
+    fields = {"chapter": "03_rq1_2d", "representation": "pixels_2d", "dataset": "fer2013", "label_set": "emotion7",
+              "profile": "smoke", "seed": 0, "extract_ms_per_image": 0.0}
+    runs = experiment.run_models(
+        {"tiny_cnn": {"model": "study_cnn", "options": {"width": 4, "dense_units": 8}, "time_budget_min": None}},
+        build=lambda model, options, seed: lambda: pixels.build(model, 7, seed=seed, **options),
+        inputs={"raw": data}, base=config, cache_prefix="test", class_names=fer_sample.class_names, record=fields)
+    record = runs["tiny_cnn"].record
+    assert record["n_eval"] == record["n_split"] == len(data.y[TEST]) and record["n_train"] == len(data.y[TRAIN])
+    saved = results.load_predictions("smoke", "03_rq1_2d", "tiny_cnn")
+    assert list(saved.id) == list(data.ids[TEST]) and (saved.y_true.to_numpy() == data.y[TEST]).all()
+    assert (saved.y_pred == runs["tiny_cnn"].test_probabilities.argmax(1)).all()
+    assert experiment.best_record("smoke", "pixels_2d")["model"] == "tiny_cnn"
+
+    # another representation that lost the first third of PrivateTest: compared on the rest only
+    kept = np.arange(len(data.y[TEST]))[len(data.y[TEST]) // 3:]
+    guesses = np.zeros(len(kept), int)
+    table, paired = experiment.versus_2d("smoke", "guess_angry", data.ids[TEST][kept], data.y[TEST][kept], guesses,
+                                         n_split=len(data.y[TEST]))
+    assert paired["n"] == len(kept) and paired["best_2d"] == "tiny_cnn"
+    assert paired["accuracy_a"] == pytest.approx((data.y[TEST][kept] == 0).mean())
+    assert paired["accuracy_b"] == pytest.approx((saved.y_pred.to_numpy()[kept] == data.y[TEST][kept]).mean())
+    assert table.accuracy.iloc[-1] == pytest.approx(paired["accuracy_a"] * len(kept) / len(data.y[TEST]))
+    with pytest.raises(ValueError, match="disagree"):
+        experiment.versus_2d("smoke", "x", data.ids[TEST][kept], (data.y[TEST][kept] + 1) % 7, guesses, len(data.y[TEST]))
+
+
+def test_run_models_names_a_missing_input(fer_sample, book):
+    data = _pixel_arrays(fer_sample)
+    with pytest.raises(KeyError, match="voxels"):
+        experiment.run_models({"m": {"model": "study_cnn", "input": "voxels"}}, build=None,
+                              inputs={"raw": data, "other": data}, base=training.TrainConfig(), cache_prefix="t",
+                              class_names=fer_sample.class_names, record={})
+
+
+def test_versus_2d_without_2d_results_says_which_chapter_to_run(book):
+    with pytest.raises(FileNotFoundError, match="pixels_2d"):
+        experiment.versus_2d("smoke", "m", ["a"], [0], [0], 1)
