@@ -44,7 +44,7 @@ from IPython.display import Markdown, display
 
 import fer_lib
 from fer_lib import anchors, experiment, face_mesh, landmarks, plots, training
-from fer_lib.data import TEST, TRAIN, VAL
+from fer_lib.data import TRAIN
 from fer_lib.paths import repo_root, resolve_data_dir, results_dir
 
 CHAPTER = "04_rq2_1_landmarks"
@@ -193,26 +193,13 @@ runs = experiment.run_models(
             "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms, "smote": use_smote})
 
 # %%
-plots.learning_curves({name: run.fitted.history for name, run in runs.items()},
-                      title="Training (dashed) and PublicTest (solid) per epoch");
-
-# %%
-table = pd.DataFrame([run.row for run in runs.values()]).set_index("model")
-display(table.round(3))
+table = experiment.show_results(runs)
 seeds = anchors.SEED_RESULTS["3DFER"]
 display(Markdown(
     f"Anchors, **the study's numbers, not measured here**: landmark MLP {seeds['landmark MLP'][0]:.0%}, landmark "
     f"CNN {seeds['landmark 1D-CNN'][0]:.0%}; the study lost {seeds['faces lost by MediaPipe'][0]:.0%} of FER2013 to "
     f"MediaPipe. Measured here: MediaPipe found {features.coverage:.2%} of these images; "
-    + ", ".join(f"{name} **{run.record['accuracy']:.1%}** (95 % CI {run.record['accuracy_ci95'][0]:.1%}–"
-                f"{run.record['accuracy_ci95'][1]:.1%}, macro F1 {run.record['macro_f1']:.3f}, "
-                f"{run.record['train_seconds'] / 60:.1f} min on {run.record['device']})" for name, run in runs.items()) + "."))
-
-# %%
-per_class = pd.concat({name: pd.DataFrame(run.record["per_class"]).T[["precision", "recall", "f1"]]
-                       for name, run in runs.items()}, axis=1)
-display(per_class.round(3))
-plots.confusion_matrices({name: run.record for name, run in runs.items()});
+    + experiment.results_sentence(runs) + "."))
 
 # %% [markdown]
 # ## 4. RQ2.1: landmarks against 2D pixels, on the same faces
@@ -224,14 +211,4 @@ plots.confusion_matrices({name: run.record for name, run in runs.items()});
 # the two is right.
 
 # %%
-best = max(runs, key=lambda name: runs[name].record["val_accuracy"])
-comparison, paired = experiment.versus_2d(profile, best, data.ids[TEST], data.y[TEST],
-                                          runs[best].test_probabilities.argmax(1), data.n_split[TEST], seed=P.seed)
-display(comparison.style.format({"accuracy": "{:.2%}"}))
-display(Markdown(
-    f"On the {paired['n']} PrivateTest faces both can see, **{best}** is right on {paired['accuracy_a']:.1%} and "
-    f"**{paired['best_2d']}** (2D) on {paired['accuracy_b']:.1%}: a difference of **{paired['difference']:+.1%}** "
-    f"(95 % CI {paired['difference_ci95_low']:+.1%} to {paired['difference_ci95_high']:+.1%}; McNemar p = "
-    f"{paired['mcnemar_p']:.2g}; only the landmark model right on {paired['only_a_right']} faces, only the 2D "
-    f"model on {paired['only_b_right']})."))
-pd.DataFrame([paired]).to_csv(results_dir(profile) / f"{CHAPTER}__versus_2d.csv", index=False)
+rq_answer = experiment.answer_rq(profile, CHAPTER, runs, data, "landmark", seed=P.seed)

@@ -46,8 +46,8 @@ from IPython.display import Markdown, display
 
 import fer_lib
 from fer_lib import anchors, experiment, face_mesh, landmarks, plots, training, voxels
-from fer_lib.data import TEST, TRAIN
-from fer_lib.paths import resolve_data_dir, results_dir
+from fer_lib.data import TRAIN
+from fer_lib.paths import resolve_data_dir
 
 CHAPTER = "05_rq2_2_voxels"
 P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
@@ -61,9 +61,9 @@ display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"}))
 # %% [markdown]
 # ## From landmarks to voxels
 #
-# The landmarks are first normalised as in chapter 4 (`normalisation` in the profile: with the head
-# pose removed, a grid axis means the same direction on every face), then scaled per face so the
-# longest axis spans the grid, keeping the face's proportions. How much does the grid lose? At
+# The landmarks are first normalised as in chapter 4 (`normalisation` in the profile: chapter 4's
+# ablation chose centring and scaling, keeping the head pose, on PublicTest), then scaled per face so
+# the longest axis spans the grid, keeping the face's proportions. How much does the grid lose? At
 # resolution k, every landmark that falls into a cell already holding another is lost to an
 # occupancy grid — the table measures that share for several k on these faces.
 
@@ -115,26 +115,12 @@ runs = experiment.run_models(
             "normalisation": P.normalisation})
 
 # %%
-plots.learning_curves({name: run.fitted.history for name, run in runs.items()},
-                      title="Training (dashed) and PublicTest (solid) per epoch");
-
-# %%
-table = pd.DataFrame([{**run.row, "grid": run.record["input"]} for run in runs.values()]).set_index("model")
-display(table.round(3))
+table = experiment.show_results(runs)
 seeds = anchors.SEED_RESULTS["3DFER"]
 display(Markdown(
     f"Anchor, **the study's number, not measured here**: voxel 3D-CNN {seeds['voxel 3D-CNN'][0]:.0%}. Measured here "
     f"(k = {P.k}, MediaPipe found {features.coverage:.2%} of these images): "
-    + ", ".join(f"{name} on {run.record['input']} **{run.record['accuracy']:.1%}** (95 % CI {run.record['accuracy_ci95'][0]:.1%}–"
-                f"{run.record['accuracy_ci95'][1]:.1%}, macro F1 {run.record['macro_f1']:.3f}, "
-                f"{run.record['train_seconds'] / 60:.1f} min, {run.record['epochs_run']} epochs, stopped by "
-                f"{run.record['stopped_by'].replace('_', ' ')})" for name, run in runs.items()) + "."))
-
-# %%
-per_class = pd.concat({name: pd.DataFrame(run.record["per_class"]).T[["precision", "recall", "f1"]]
-                       for name, run in runs.items()}, axis=1)
-display(per_class.round(3))
-plots.confusion_matrices({name: run.record for name, run in runs.items()});
+    + experiment.results_sentence(runs) + "."))
 
 # %% [markdown]
 # ## RQ2.2: voxels against 2D pixels, on the same faces
@@ -144,15 +130,4 @@ plots.confusion_matrices({name: run.record for name, run in runs.items()});
 # the paired difference with a bootstrap CI and McNemar's exact test.
 
 # %%
-best = max(runs, key=lambda name: runs[name].record["val_accuracy"])
-comparison, paired = experiment.versus_2d(profile, best, data.ids[TEST], data.y[TEST],
-                                          runs[best].test_probabilities.argmax(1), data.n_split[TEST], seed=P.seed)
-display(comparison.style.format({"accuracy": "{:.2%}"}))
-display(Markdown(
-    f"On the {paired['n']} PrivateTest faces both can see, **{best}** is right on {paired['accuracy_a']:.1%} and "
-    f"**{paired['best_2d']}** (2D) on {paired['accuracy_b']:.1%}: a difference of **{paired['difference']:+.1%}** "
-    f"(95 % CI {paired['difference_ci95_low']:+.1%} to {paired['difference_ci95_high']:+.1%}; McNemar p = "
-    f"{paired['mcnemar_p']:.2g}; only the voxel model right on {paired['only_a_right']} faces, only the 2D model on "
-    f"{paired['only_b_right']})."))
-results_dir(profile).mkdir(parents=True, exist_ok=True)
-pd.DataFrame([paired]).to_csv(results_dir(profile) / f"{CHAPTER}__versus_2d.csv", index=False)
+rq_answer = experiment.answer_rq(profile, CHAPTER, runs, data, "voxel", seed=P.seed)

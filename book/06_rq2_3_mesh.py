@@ -27,7 +27,7 @@
 # | model | as in the study | here |
 # |---|---|---|
 # | distance CNN | edge lengths as a vector, 3 conv + 3 dense layers; 57 % | same (`mesh.study_distance_cnn`) on the 1,322 tesselation edges, each face's lengths divided by their mean |
-# | — | could not be run | `mesh.gcn`: graph convolutions (Kipf & Welling) over the 478-vertex mesh, node features xyz, and xyz + vertex normals |
+# | — | could not be run | `mesh.gcn`: graph convolutions (Kipf & Welling) over the 478-vertex mesh, node features xyz, xyz + vertex normals, xyz + Laplacian coordinates |
 
 # %% tags=["parameters"]
 profile = "sample"  # smoke | sample | full: reads params/<profile>.yml
@@ -43,7 +43,7 @@ from IPython.display import Markdown, display
 import fer_lib
 from fer_lib import anchors, experiment, face_mesh, landmarks, mesh, plots, training
 from fer_lib.data import TEST
-from fer_lib.paths import resolve_data_dir, results_dir
+from fer_lib.paths import resolve_data_dir
 
 CHAPTER = "06_rq2_3_mesh"
 P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
@@ -79,7 +79,11 @@ plots.mesh_overlay(faces.images[shown], features.landmarks[shown], surface,
 #   is, how large and — lengths do not turn — how the head is rotated);
 # - **xyz**: each vertex's position, centred and scaled per face;
 # - **xyz + normals**: and the surface normal at each vertex (area-weighted over its triangles),
-#   which says how the skin is oriented there — a raised cheek or a wrinkled nose tilts it.
+#   which says how the skin is oriented there — a raised cheek or a wrinkled nose tilts it;
+# - **xyz + Laplacian**: and each vertex's offset from the mean of its neighbours (differential
+#   coordinates: zero on a flat patch, large where the skin bends). A graph convolution averages
+#   neighbours, so it can hardly compute such differences itself; given as input, the local shape is
+#   there from the first layer.
 
 # %%
 data = landmarks.split_arrays(features, faces, P.normalisation)
@@ -87,7 +91,8 @@ n_faces = sum(len(x) for x in data.x.values())
 inputs, input_ms = {}, {}
 for name, make in {"edges": lambda x: mesh.edge_lengths(x, normalise=True),
                    "xyz": lambda x: mesh.node_features(x, normals=False),
-                   "xyz_normals": lambda x: mesh.node_features(x, normals=True)}.items():
+                   "xyz_normals": lambda x: mesh.node_features(x, normals=True),
+                   "xyz_laplacian": lambda x: mesh.node_features(x, laplacian=True)}.items():
     started = time.perf_counter()
     inputs[name] = data.with_x(make)
     input_ms[name] = (time.perf_counter() - started) * 1000 / n_faces
@@ -113,30 +118,16 @@ def build(model: str, options: dict, seed: int):
 runs = experiment.run_models(
     P.models, build=build, inputs=inputs, base=base, cache_prefix="rq23", class_names=classes,
     record={"chapter": CHAPTER, "representation": "mesh_3d", "dataset": "fer2013", "label_set": faces.label_set,
-            "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms + input_ms["xyz_normals"],
+            "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms + max(input_ms.values()),
             "normalisation": P.normalisation})
 
 # %%
-plots.learning_curves({name: run.fitted.history for name, run in runs.items()},
-                      title="Training (dashed) and PublicTest (solid) per epoch");
-
-# %%
-table = pd.DataFrame([{**run.row, "input": run.record["input"]} for run in runs.values()]).set_index("model")
-display(table.round(3))
+table = experiment.show_results(runs)
 seeds = anchors.SEED_RESULTS["3DFER"]
 display(Markdown(
     f"Anchor, **the study's number, not measured here**: mesh-distance CNN {seeds['mesh-distance CNN'][0]:.0%}. "
     f"Measured here (MediaPipe found {features.coverage:.2%} of these images): "
-    + ", ".join(f"{name} on {run.record['input']} **{run.record['accuracy']:.1%}** (95 % CI "
-                f"{run.record['accuracy_ci95'][0]:.1%}–{run.record['accuracy_ci95'][1]:.1%}, macro F1 "
-                f"{run.record['macro_f1']:.3f}, {run.record['train_seconds'] / 60:.1f} min, {run.record['epochs_run']} "
-                f"epochs, stopped by {run.record['stopped_by'].replace('_', ' ')})" for name, run in runs.items()) + "."))
-
-# %%
-per_class = pd.concat({name: pd.DataFrame(run.record["per_class"]).T[["precision", "recall", "f1"]]
-                       for name, run in runs.items()}, axis=1)
-display(per_class.round(3))
-plots.confusion_matrices({name: run.record for name, run in runs.items()});
+    + experiment.results_sentence(runs) + "."))
 
 # %% [markdown]
 # ## RQ2.3: the mesh against 2D pixels, on the same faces
@@ -146,15 +137,4 @@ plots.confusion_matrices({name: run.record for name, run in runs.items()});
 # the paired difference with a bootstrap CI and McNemar's exact test.
 
 # %%
-best = max(runs, key=lambda name: runs[name].record["val_accuracy"])
-comparison, paired = experiment.versus_2d(profile, best, data.ids[TEST], data.y[TEST],
-                                          runs[best].test_probabilities.argmax(1), data.n_split[TEST], seed=P.seed)
-display(comparison.style.format({"accuracy": "{:.2%}"}))
-display(Markdown(
-    f"On the {paired['n']} PrivateTest faces both can see, **{best}** is right on {paired['accuracy_a']:.1%} and "
-    f"**{paired['best_2d']}** (2D) on {paired['accuracy_b']:.1%}: a difference of **{paired['difference']:+.1%}** "
-    f"(95 % CI {paired['difference_ci95_low']:+.1%} to {paired['difference_ci95_high']:+.1%}; McNemar p = "
-    f"{paired['mcnemar_p']:.2g}; only the mesh model right on {paired['only_a_right']} faces, only the 2D model on "
-    f"{paired['only_b_right']})."))
-results_dir(profile).mkdir(parents=True, exist_ok=True)
-pd.DataFrame([paired]).to_csv(results_dir(profile) / f"{CHAPTER}__versus_2d.csv", index=False)
+rq_answer = experiment.answer_rq(profile, CHAPTER, runs, data, "mesh", seed=P.seed)

@@ -170,3 +170,62 @@ def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, 
         fitted = runs[label].fitted
         print(f"{label}: {fitted.summary}{' (read from cache/models)' if fitted.from_cache else ''}")
     return runs
+
+
+def results_sentence(runs: dict[str, Trained]) -> str:
+    """'name on input **acc** (95 % CI …, macro F1 …, minutes, epochs, stopped by …)' for each model."""
+    parts = []
+    for name, run in runs.items():
+        r = run.record
+        on = f" on {r['input']}" if r.get("input") and r["input"] != name else ""
+        parts.append(f"{name}{on} **{r['accuracy']:.1%}** (95 % CI {r['accuracy_ci95'][0]:.1%}–{r['accuracy_ci95'][1]:.1%}, "
+                     f"macro F1 {r['macro_f1']:.3f}, {r['train_seconds'] / 60:.1f} min, {r['epochs_run']} epochs, "
+                     f"stopped by {r['stopped_by'].replace('_', ' ')})")
+    return ", ".join(parts)
+
+
+def show_results(runs: dict[str, Trained]) -> pd.DataFrame:
+    """A chapter's model results, in order: learning curves, the results table, per-class precision /
+    recall / F1 and the confusion matrices. Returns the table."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from . import plots
+
+    def show(figure):
+        display(figure)
+        plt.close(figure)  # shown once, here, in order (not again at the end of the cell)
+
+    show(plots.learning_curves({name: run.fitted.history for name, run in runs.items()},
+                               title="Training (dashed) and PublicTest (solid) per epoch"))
+    table = pd.DataFrame([{**run.row, "input": run.record.get("input")} for run in runs.values()]).set_index("model")
+    display(table.round(3))
+    per_class = pd.concat({name: pd.DataFrame(run.record["per_class"]).T[["precision", "recall", "f1"]]
+                           for name, run in runs.items()}, axis=1)
+    display(per_class.round(3))
+    show(plots.confusion_matrices({name: run.record for name, run in runs.items()}))
+    return table
+
+
+def answer_rq(profile: str, chapter: str, runs: dict[str, Trained], data: SplitArrays, what: str,
+              seed: int = 0) -> dict[str, Any]:
+    """The RQ2 comparison of a chapter: its model with the best PublicTest accuracy against the best 2D
+    model (:func:`versus_2d`), shown as a table and a sentence and saved to
+    ``results/<profile>/<chapter>__versus_2d.csv``. ``what`` names the representation in the sentence."""
+    from IPython.display import Markdown, display
+
+    from .paths import results_dir
+
+    best = max(runs, key=lambda name: runs[name].record["val_accuracy"])
+    comparison, paired = versus_2d(profile, best, data.ids[TEST], data.y[TEST],
+                                   runs[best].test_probabilities.argmax(1), data.n_split[TEST], seed=seed)
+    display(comparison.style.format({"accuracy": "{:.2%}"}))
+    display(Markdown(
+        f"On the {paired['n']} PrivateTest faces both can see, **{best}** is right on {paired['accuracy_a']:.1%} and "
+        f"**{paired['best_2d']}** (2D) on {paired['accuracy_b']:.1%}: a difference of **{paired['difference']:+.1%}** "
+        f"(95 % CI {paired['difference_ci95_low']:+.1%} to {paired['difference_ci95_high']:+.1%}; McNemar p = "
+        f"{paired['mcnemar_p']:.2g}; only the {what} model right on {paired['only_a_right']} faces, only the 2D model "
+        f"on {paired['only_b_right']})."))
+    results_dir(profile).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"model": best, **paired}]).to_csv(results_dir(profile) / f"{chapter}__versus_2d.csv", index=False)
+    return {"model": best, **paired}

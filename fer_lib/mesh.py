@@ -196,16 +196,39 @@ def vertex_normals(landmarks, *, chunk_size: int = 1024) -> np.ndarray:
     return out
 
 
-def node_features(landmarks, normals: bool = False) -> np.ndarray:
-    """(N, 478, 3 or 6) float32 GCN inputs: each face's xyz centred on its mean landmark and divided
+def laplacian_coordinates(landmarks) -> np.ndarray:
+    """(N, 478, 3) float32: each vertex minus the mean of its mesh neighbours (iris spokes included).
+
+    The "differential coordinates" of a mesh: zero on a flat patch, large where the skin bends, and
+    unchanged when the face moves. A graph convolution averages neighbours (a low-pass filter), so it
+    struggles to compute such differences from xyz itself; given as input, they hand it the local
+    shape — the bulge of a raised cheek, the crease of a frown — directly.
+    """
+    landmarks = _check_landmarks(landmarks)
+    return (landmarks - np.einsum("uv,nvc->nuc", _neighbour_mean(), landmarks)).astype(np.float32)
+
+
+@functools.cache
+def _neighbour_mean() -> np.ndarray:
+    pairs = edges(include_iris=True)
+    a = np.zeros((N_VERTICES, N_VERTICES))
+    a[pairs[:, 0], pairs[:, 1]] = a[pairs[:, 1], pairs[:, 0]] = 1.0
+    return _frozen(a / a.sum(axis=1, keepdims=True))
+
+
+def node_features(landmarks, normals: bool = False, laplacian: bool = False) -> np.ndarray:
+    """(N, 478, 3, 6 or 9) float32 GCN inputs: each face's xyz centred on its mean landmark and divided
     by its RMS distance from it (position and size removed, as for the edge lengths; rotation kept:
-    the GCN sees the head pose), then the :func:`vertex_normals` with ``normals=True``."""
+    the GCN sees the head pose), then the :func:`vertex_normals` with ``normals=True`` and the
+    :func:`laplacian_coordinates` of the scaled face with ``laplacian=True``."""
     landmarks = _check_landmarks(landmarks).astype(np.float64)
     centred = landmarks - landmarks.mean(axis=1, keepdims=True)
     rms = np.sqrt((centred ** 2).sum(axis=-1).mean(axis=1))[:, None, None]
     features = [centred / rms]
     if normals:
         features.append(vertex_normals(landmarks))
+    if laplacian:
+        features.append(laplacian_coordinates(centred / rms))
     return np.concatenate(features, axis=-1).astype(np.float32)
 
 

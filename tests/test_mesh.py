@@ -267,3 +267,18 @@ def test_models_learn_an_open_mouth(name, landmarks):
     # yet settled, so inference-mode accuracy would test Keras' momentum, not what the model learnt
     assert history["accuracy"][-1] > 0.75  # chance is 0.5
     assert history["loss"][-1] < 0.8 * history["loss"][0]
+
+
+def test_laplacian_coordinates_are_local_shape_invariant_to_translation(landmarks):
+    points = landmarks.astype(np.float64)
+    delta = mesh.laplacian_coordinates(points)
+    np.testing.assert_allclose(mesh.laplacian_coordinates(points + [5.0, -3.0, 2.0]), delta, atol=1e-3)
+    # by hand for one vertex: itself minus the mean of its neighbours in the edge list
+    pairs = mesh.edges(include_iris=True)
+    neighbours = np.concatenate([pairs[pairs[:, 0] == 1, 1], pairs[pairs[:, 1] == 1, 0]])
+    np.testing.assert_allclose(delta[:, 1], points[:, 1] - points[:, neighbours].mean(axis=1), rtol=1e-4, atol=1e-4)
+    # a bump: pushing one vertex out changes its own differential coordinate by the push
+    bumped = points.copy()
+    bumped[:, 1, 2] -= 3.0
+    np.testing.assert_allclose(mesh.laplacian_coordinates(bumped)[:, 1, 2] - delta[:, 1, 2], -3.0, atol=1e-3)
+    assert mesh.node_features(points, normals=True, laplacian=True).shape == (len(points), 478, 9)
