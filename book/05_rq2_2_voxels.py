@@ -47,15 +47,12 @@ from IPython.display import Markdown, display
 import fer_lib
 from fer_lib import anchors, experiment, face_mesh, landmarks, plots, training, voxels
 from fer_lib.data import TRAIN
-from fer_lib.paths import resolve_data_dir
 
 CHAPTER = "05_rq2_2_voxels"
 P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
 print(P)
-faces = fer_lib.load_fer2013(resolve_data_dir(P.data_dir)).protocol_subset(P.train_per_class, P.eval_per_class, P.seed)
+faces, features = face_mesh.for_chapter(P)
 classes = faces.class_names
-attempts = tuple(face_mesh.Attempt(**a) for a in P.face_mesh["attempts"]) if P.face_mesh.get("attempts") else face_mesh.DEFAULT_ATTEMPTS
-features = face_mesh.extract_dataset(faces, attempts, min_confidence=P.face_mesh["min_confidence"], n_jobs=P.n_jobs)
 display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"}))
 
 # %% [markdown]
@@ -107,12 +104,13 @@ def build(model: str, options: dict, seed: int):
     return lambda: voxels.build(model, len(classes), k=P.k, seed=seed, **options)
 
 
+fields = {"chapter": CHAPTER, "representation": "voxels_3d", "dataset": "fer2013", "label_set": faces.label_set,
+          "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms + occupancy_ms, "k": P.k,
+          "normalisation": P.normalisation}
 runs = experiment.run_models(
     P.models, build=build, inputs={"occupancy": occupancy, "gaussian": gaussian}, base=base,
     cache_prefix=f"rq22-k{P.k}", class_names=classes,
-    record={"chapter": CHAPTER, "representation": "voxels_3d", "dataset": "fer2013", "label_set": faces.label_set,
-            "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms + occupancy_ms, "k": P.k,
-            "normalisation": P.normalisation})
+    record=fields, ensemble=P.ensemble)  # ensemble: the models' probabilities averaged, no training
 
 # %%
 table = experiment.show_results(runs)

@@ -43,15 +43,12 @@ from IPython.display import Markdown, display
 import fer_lib
 from fer_lib import anchors, experiment, face_mesh, landmarks, mesh, plots, training
 from fer_lib.data import TEST
-from fer_lib.paths import resolve_data_dir
 
 CHAPTER = "06_rq2_3_mesh"
 P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
 print(P)
-faces = fer_lib.load_fer2013(resolve_data_dir(P.data_dir)).protocol_subset(P.train_per_class, P.eval_per_class, P.seed)
+faces, features = face_mesh.for_chapter(P)
 classes = faces.class_names
-attempts = tuple(face_mesh.Attempt(**a) for a in P.face_mesh["attempts"]) if P.face_mesh.get("attempts") else face_mesh.DEFAULT_ATTEMPTS
-features = face_mesh.extract_dataset(faces, attempts, min_confidence=P.face_mesh["min_confidence"], n_jobs=P.n_jobs)
 display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"}))
 
 # %% [markdown]
@@ -115,11 +112,12 @@ def build(model: str, options: dict, seed: int):
     return lambda: mesh.build(model, len(classes), seed=seed, **options)
 
 
+fields = {"chapter": CHAPTER, "representation": "mesh_3d", "dataset": "fer2013", "label_set": faces.label_set,
+          "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms + max(input_ms.values()),
+          "normalisation": P.normalisation}
 runs = experiment.run_models(
     P.models, build=build, inputs=inputs, base=base, cache_prefix="rq23", class_names=classes,
-    record={"chapter": CHAPTER, "representation": "mesh_3d", "dataset": "fer2013", "label_set": faces.label_set,
-            "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms + max(input_ms.values()),
-            "normalisation": P.normalisation})
+    record=fields, ensemble=P.ensemble)  # ensemble: the models' probabilities averaged, no training
 
 # %%
 table = experiment.show_results(runs)

@@ -52,7 +52,7 @@ class SplitArrays:
 @dataclass
 class Trained:
     record: dict[str, Any]
-    fitted: training.FitResult
+    fitted: training.FitResult | None   # None for an ensemble of trained models
     val_probabilities: np.ndarray
     test_probabilities: np.ndarray
 
@@ -65,7 +65,7 @@ class Trained:
                 "95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
                 "accuracy, misses counted wrong": r["accuracy_all_faces"], "macro F1": r["macro_f1"],
                 "AUC-ROC (OvR)": r["macro_auc_roc"], "PublicTest accuracy": r["val_accuracy"],
-                "train min": r["train_seconds"] / 60, "epochs": r["epochs_run"], "stopped by": r["stopped_by"],
+                "train min": r["train_seconds"] / 60, "epochs": r.get("epochs_run"), "stopped by": r.get("stopped_by"),
                 "infer ms/image": r["infer_ms_per_image"], "parameters": r["n_params"]}
 
 
@@ -146,8 +146,10 @@ def versus_2d(profile: str, name: str, ids, y_true, y_pred, n_split: int, n_boot
 
 def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, int], Callable[[], Any]],
                inputs: dict[str, SplitArrays], base: training.TrainConfig, cache_prefix: str,
-               record: dict[str, Any], class_names, x_train=None, y_train=None) -> dict[str, Trained]:
-    """Train, evaluate and record every model of a chapter's ``models`` block.
+               record: dict[str, Any], class_names, x_train=None, y_train=None,
+               ensemble: bool = False) -> dict[str, Trained]:
+    """Train, evaluate and record every model of a chapter's ``models`` block (and, with ``ensemble``,
+    the average of them all as one more model, ``"ensemble"``: see :func:`average_models`).
 
     A spec is ``{model: <builder name, default the label>, input: <key of inputs, default the only
     one>, options: {...}, time_budget_min: <minutes or null>}``; each label becomes a record's
@@ -165,11 +167,35 @@ def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, 
         runs[label] = train_and_evaluate(
             build(model, options, base.seed), inputs[input_name], config,
             cache_name=f"{cache_prefix}-{label}-{input_name}", options={"model": model, "input": input_name, **options},
-            class_names=class_names, x_train=x_train, y_train=y_train,
+            class_names=class_names, x_train=x_train, y_train=y_train, verbose=0,  # the summary line follows
             record={**record, "model": label, "input": input_name, "options": options})
         fitted = runs[label].fitted
         print(f"{label}: {fitted.summary}{' (read from cache/models)' if fitted.from_cache else ''}")
+    if ensemble and len(runs) > 1:  # every input holds the same images: any gives the labels and ids
+        runs["ensemble"] = average_models(runs, next(iter(inputs.values())), class_names,
+                                          record={**record, "model": "ensemble"}, seed=base.seed)
     return runs
+
+
+def average_models(runs: dict[str, Trained], data: SplitArrays, class_names, record: dict[str, Any] | None,
+             n_boot: int = 1000, seed: int = 0) -> Trained:
+    """The trained models of ``runs`` as one: their class probabilities averaged (no training). Its
+    record sums the members' training time, inference time and parameters and names the members."""
+    val = np.mean([run.val_probabilities for run in runs.values()], axis=0)
+    test = np.mean([run.test_probabilities for run in runs.values()], axis=0)
+    metrics = results.evaluate(data.y[TEST], test, class_names, n_split=data.n_split[TEST], n_boot=n_boot, seed=seed)
+    timing = {key: float(sum(run.record[key] for run in runs.values()))
+              for key in ("train_seconds", "infer_ms_per_image")}
+    extra = {"val_accuracy": float((val.argmax(1) == data.y[VAL]).mean()), "members": list(runs),
+             "device": next(iter(runs.values())).record.get("device")}
+    n_params = int(sum(run.record["n_params"] for run in runs.values()))
+    if record is None:
+        full = {**metrics, **timing, "n_params": n_params, **extra}
+    else:
+        full = results.make_record(metrics, split=TEST, n_params=n_params, **timing, **extra, **record)
+        results.write_record(full)
+        results.write_predictions(full, data.ids[TEST], data.y[TEST], test)
+    return Trained(full, None, val, test)
 
 
 def results_sentence(runs: dict[str, Trained]) -> str:
@@ -178,9 +204,10 @@ def results_sentence(runs: dict[str, Trained]) -> str:
     for name, run in runs.items():
         r = run.record
         on = f" on {r['input']}" if r.get("input") and r["input"] != name else ""
+        how = (f"{r['epochs_run']} epochs, stopped by {r['stopped_by'].replace('_', ' ')}" if "members" not in r
+               else f"average of {', '.join(r['members'])}")
         parts.append(f"{name}{on} **{r['accuracy']:.1%}** (95 % CI {r['accuracy_ci95'][0]:.1%}–{r['accuracy_ci95'][1]:.1%}, "
-                     f"macro F1 {r['macro_f1']:.3f}, {r['train_seconds'] / 60:.1f} min, {r['epochs_run']} epochs, "
-                     f"stopped by {r['stopped_by'].replace('_', ' ')})")
+                     f"macro F1 {r['macro_f1']:.3f}, {r['train_seconds'] / 60:.1f} min, {how})")
     return ", ".join(parts)
 
 
@@ -196,7 +223,7 @@ def show_results(runs: dict[str, Trained]) -> pd.DataFrame:
         display(figure)
         plt.close(figure)  # shown once, here, in order (not again at the end of the cell)
 
-    show(plots.learning_curves({name: run.fitted.history for name, run in runs.items()},
+    show(plots.learning_curves({name: run.fitted.history for name, run in runs.items() if run.fitted},
                                title="Training (dashed) and PublicTest (solid) per epoch"))
     table = pd.DataFrame([{**run.row, "input": run.record.get("input")} for run in runs.values()]).set_index("model")
     display(table.round(3))

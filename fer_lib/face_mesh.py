@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .paths import face_landmarker_path, models_dir, repo_root, sha256
+from .paths import PACKAGE_DIR, face_landmarker_path, repo_root, sha256
 
 N_LANDMARKS = 478
 N_BLENDSHAPES = 52
@@ -57,7 +57,8 @@ DEFAULT_ATTEMPTS = (
 @lru_cache(maxsize=1)
 def mirror_permutation() -> np.ndarray:
     """(478,) landmark i of a mirrored face is landmark ``mirror[i]`` of the face (left/right swapped)."""
-    return np.asarray(json.loads((models_dir() / "mediapipe_mirror.json").read_text())["mirror"])
+    # beside the package, not in $FER_MODELS_DIR: it is this project's file, not a vendored model
+    return np.asarray(json.loads((PACKAGE_DIR / "models" / "mediapipe_mirror.json").read_text())["mirror"])
 
 
 def _swap_sides(name: str) -> str:
@@ -111,6 +112,21 @@ def derive_mirror_permutation(images, attempt: Attempt = Attempt(192, 24)) -> np
         target = np.empty_like(mirrored)
         target[permutation] = rotate_onto(mirrored[permutation] - mirrored.mean(0), mean)
     return permutation
+
+
+def detected_landmarks(landmarks, n_points: int | None = N_LANDMARKS) -> np.ndarray:
+    """``landmarks`` as an (N, n_points, 3) array, or a ValueError saying what is wrong: another shape,
+    or faces MediaPipe missed (NaN rows), which every representation must leave out and count."""
+    landmarks = np.asarray(landmarks)
+    if landmarks.ndim != 3 or landmarks.shape[-1] != 3 or (n_points and landmarks.shape[1] != n_points):
+        raise ValueError(f"landmarks must be (N, {n_points or 'points'}, 3), got shape {landmarks.shape} "
+                         "(for one face pass landmarks[None])")
+    missing = np.isnan(landmarks).any(axis=(1, 2))
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} of {len(landmarks)} faces have NaN landmarks (faces MediaPipe did "
+                         "not detect); pass only detected faces, e.g. features.landmarks[features.detected] "
+                         "or landmarks.split_arrays")
+    return landmarks
 
 
 def prepare(gray: np.ndarray, attempt: Attempt) -> tuple[np.ndarray, float]:
@@ -298,3 +314,17 @@ def extract_dataset(dataset, attempts=DEFAULT_ATTEMPTS, *, min_confidence: float
     join = {key: np.concatenate([p[key] for p in parts]) if parts else np.empty(0)
             for key in ("detected", "landmarks", "blendshapes", "matrix", "attempt", "ms")}
     return FaceMeshFeatures(ids=np.asarray(dataset.ids), blendshape_names=names, attempts=attempts, **join)
+
+
+def for_chapter(P) -> tuple:
+    """A representation chapter's FER2013 (the profile's protocol subset) and MediaPipe's features of
+    it, with the profile's cascade (``P.face_mesh``: ``attempts`` or null for the default,
+    ``min_confidence``) — cached on disk, so every chapter after the first reads them back."""
+    import fer_lib
+
+    from .paths import resolve_data_dir
+
+    faces = fer_lib.load_fer2013(resolve_data_dir(P.data_dir)).protocol_subset(P.train_per_class, P.eval_per_class, P.seed)
+    attempts = tuple(Attempt(**a) for a in P.face_mesh["attempts"]) if P.face_mesh.get("attempts") else DEFAULT_ATTEMPTS
+    features = extract_dataset(faces, attempts, min_confidence=P.face_mesh["min_confidence"], n_jobs=P.n_jobs)
+    return faces, features

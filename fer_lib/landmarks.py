@@ -19,11 +19,14 @@ Models, all on (478, 3) inputs:
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from keras import ops
+
+if TYPE_CHECKING:
+    from .experiment import SplitArrays
 
 N_LANDMARKS = 478
 
@@ -51,13 +54,9 @@ def normalise(landmarks: np.ndarray, matrix: np.ndarray | None = None, *, centre
               scale: bool = True, remove_pose: bool = False) -> np.ndarray:
     """(N, 478, 3) float32 landmarks: centred on their mean, divided by their RMS distance to it, and
     rotated back to a frontal head (``remove_pose`` needs the (N, 4, 4) ``matrix``)."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    if points.ndim != 3 or points.shape[1:] != (N_LANDMARKS, 3):
-        raise ValueError(f"landmarks have shape {points.shape}, expected (N, {N_LANDMARKS}, 3)")
-    missing = np.isnan(points).any(axis=(1, 2))
-    if missing.any():
-        raise ValueError(f"{missing.sum()} faces have no landmarks (MediaPipe missed them): pass only "
-                         "detected faces, e.g. with landmarks.detected_split")
+    from .face_mesh import detected_landmarks
+
+    points = detected_landmarks(landmarks).astype(np.float64)
     if centre or remove_pose:
         points = points - points.mean(axis=1, keepdims=True)
     if remove_pose:

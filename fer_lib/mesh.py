@@ -115,15 +115,9 @@ def _triangles_from_edges(pairs: np.ndarray) -> np.ndarray:
 
 
 def _check_landmarks(landmarks) -> np.ndarray:
-    """(N, 478, 3) float landmarks without missed detections, or a ValueError saying what is wrong."""
-    landmarks = np.asarray(landmarks)
-    if landmarks.ndim != 3 or landmarks.shape[1:] != (N_VERTICES, 3):
-        raise ValueError(f"expected landmarks of shape (N, {N_VERTICES}, 3), got {landmarks.shape}")
-    missed = np.isnan(landmarks).any(axis=(1, 2))
-    if missed.any():
-        raise ValueError(f"{int(missed.sum())} of {len(landmarks)} faces have NaN landmarks (missed detections); "
-                         "pass only detected faces, e.g. features.landmarks[features.detected]")
-    return landmarks
+    from .face_mesh import detected_landmarks
+
+    return detected_landmarks(landmarks, n_points=N_VERTICES)
 
 
 def edge_lengths(landmarks, normalise: bool = True, *, include_iris: bool = False,

@@ -35,15 +35,9 @@ _CHUNK_CELLS = 2 ** 23
 
 
 def _check_landmarks(landmarks) -> np.ndarray:
-    landmarks = np.asarray(landmarks)
-    if landmarks.ndim != 3 or landmarks.shape[-1] != 3:
-        raise ValueError(f"landmarks must be (N, points, 3), got shape {landmarks.shape} "
-                         "(for one face pass landmarks[None])")
-    missing = np.isnan(landmarks).any(axis=(1, 2))
-    if missing.any():
-        raise ValueError(f"{int(missing.sum())} of {len(landmarks)} faces have NaN landmarks (faces MediaPipe "
-                         "did not detect); pass only detected faces, e.g. features.landmarks[features.detected]")
-    return landmarks
+    from .face_mesh import detected_landmarks
+
+    return detected_landmarks(landmarks, n_points=None)  # any number of points: the grid does not care
 
 
 def _check_k(k: int) -> int:

@@ -78,3 +78,21 @@ def test_run_models_names_a_missing_input(fer_sample, book):
 def test_versus_2d_without_2d_results_says_which_chapter_to_run(book):
     with pytest.raises(FileNotFoundError, match="pixels_2d"):
         experiment.versus_2d("smoke", "m", ["a"], [0], [0], 1)
+
+
+def test_ensemble_averages_the_members_probabilities_and_sums_their_costs(fer_sample, book):
+    data = _pixel_arrays(fer_sample)
+    specs = {f"cnn_{width}": {"model": "study_cnn", "options": {"width": width, "dense_units": 8}} for width in (4, 6)}
+    fields = {"chapter": "03_rq1_2d", "representation": "pixels_2d", "dataset": "fer2013", "label_set": "emotion7",
+              "profile": "smoke", "seed": 0, "extract_ms_per_image": 0.0}
+    runs = experiment.run_models(specs, build=lambda model, options, seed: lambda: pixels.build(model, 7, **options),
+                                 inputs={"raw": data}, base=training.TrainConfig(epochs=1, batch_size=32),
+                                 cache_prefix="test", class_names=fer_sample.class_names, record=fields)
+    both = experiment.average_models(runs, data, fer_sample.class_names, record={**fields, "model": "ensemble"}, n_boot=50)
+    mean = (runs["cnn_4"].test_probabilities + runs["cnn_6"].test_probabilities) / 2
+    np.testing.assert_allclose(both.test_probabilities, mean)
+    assert both.record["accuracy"] == pytest.approx((mean.argmax(1) == data.y[TEST]).mean())
+    assert both.record["n_params"] == runs["cnn_4"].record["n_params"] + runs["cnn_6"].record["n_params"]
+    assert both.record["members"] == ["cnn_4", "cnn_6"] and both.fitted is None
+    assert (results.load_predictions("smoke", "03_rq1_2d", "ensemble").y_pred == mean.argmax(1)).all()
+    assert "average of cnn_4, cnn_6" in experiment.results_sentence({"ensemble": both})

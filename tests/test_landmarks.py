@@ -57,7 +57,7 @@ def test_missed_faces_are_refused_with_a_clear_message(jaffe_features):
     _, features = jaffe_features
     points = features.landmarks.copy()
     points[2] = np.nan
-    with pytest.raises(ValueError, match="1 faces have no landmarks"):
+    with pytest.raises(ValueError, match="1 of 6 faces have NaN landmarks"):
         landmarks.normalise(points)
     with pytest.raises(ValueError, match="matrices"):
         landmarks.normalise(features.landmarks, remove_pose=True)
