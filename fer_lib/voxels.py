@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
+from keras import ops
 
 DEFAULT_K = 32
 METHODS = ("occupancy", "gaussian")
@@ -248,14 +250,51 @@ def describe(grids, n_landmarks: int = 478) -> dict[str, float]:
     }
 
 
-def _voxel_input(k: int):
+def voxel_augmentation(mirror: bool = True, shift: int = 1, seed: int | None = None):
+    """Training-time augmentation of (batch, k, k, k) grids, identity at inference (a Keras layer).
+
+    ``mirror``: with probability 1/2 per face the x axis is reversed — the grid of the mirrored face,
+    since a voxel grid, unlike the landmark list, does not know which point is which. ``shift``: the
+    whole batch moved by up to ± ``shift`` cells along each axis (one draw per batch; cells pushed out
+    wrap around, and the border cells are empty)."""
+    return VoxelAugmentation(mirror=mirror, shift=shift, seed=seed)
+
+
+@keras.saving.register_keras_serializable(package="fer_lib")
+class VoxelAugmentation(keras.layers.Layer):
+    """See :func:`voxel_augmentation`."""
+
+    def __init__(self, mirror: bool = True, shift: int = 1, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.mirror, self.shift, self.seed = mirror, int(shift), seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        x = inputs
+        if self.mirror:
+            coin = keras.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=self.generator) < 0.5
+            x = ops.where(coin, ops.flip(x, axis=1), x)
+        if self.shift:
+            steps = keras.random.randint((3,), -self.shift, self.shift + 1, seed=self.generator)
+            for axis in range(3):
+                x = ops.roll(x, steps[axis], axis=axis + 1)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mirror": self.mirror, "shift": self.shift, "seed": self.seed}
+
+
+def _voxel_input(k: int, augmentation: dict | None = None, seed: int = 0):
     import keras
     from keras import layers
 
     # float32 input: uint8 occupancy and float16 Gaussian grids are cast on the way in, and the grids
     # are passed as-is (N, k, k, k); the channel axis is added inside the model
     inputs = keras.Input((k, k, k), dtype="float32", name="voxels")
-    return inputs, layers.Reshape((k, k, k, 1), name="add_channel")(inputs)
+    x = voxel_augmentation(**augmentation, seed=seed)(inputs) if augmentation else inputs
+    return inputs, layers.Reshape((k, k, k, 1), name="add_channel")(x)
 
 
 def study_cnn3d(n_classes: int, *, k: int = DEFAULT_K, filters=(32, 64, 128), strides=(2, 2, 1),
@@ -285,7 +324,7 @@ def study_cnn3d(n_classes: int, *, k: int = DEFAULT_K, filters=(32, 64, 128), st
 
 
 def voxel_cnn(n_classes: int, *, k: int = DEFAULT_K, width: int = 16, dense_units: int = 128,
-              dropout: float = 0.3, seed: int = 0):
+              dropout: float = 0.3, augmentation: dict | None = None, seed: int = 0):
     """A better-regularised 3D-CNN: 3 Conv3D-BN-ReLU blocks (widths w, 2w, 4w), the first two followed by
     max-pooling, then flatten, dropout, dense-BN-ReLU, dropout, softmax. ``k`` must be a multiple of 8.
 
@@ -294,13 +333,14 @@ def voxel_cnn(n_classes: int, *, k: int = DEFAULT_K, width: int = 16, dense_unit
     grid (at k=32 under 2 % of cells hold a landmark) made a training step over 10 times slower.
     Blocks 1 and 2 then pool, leaving a (k/8)³ map that is flattened rather than globally pooled, to
     keep *where* in the face a feature fires, which is what separates the expressions.
+    ``augmentation``: options of :func:`voxel_augmentation` (mirrored faces, small shifts), or None.
     """
     import keras
     from keras import layers
 
     if k % 8:
         raise ValueError(f"voxel_cnn needs k to be a multiple of 8, got {k}")
-    inputs, x = _voxel_input(k)
+    inputs, x = _voxel_input(k, augmentation, seed)
     for i, filters in enumerate([width, 2 * width, 4 * width]):
         x = layers.Conv3D(filters, 3, strides=2 if i == 0 else 1, padding="same", use_bias=False,
                           name=f"conv{i + 1}", kernel_initializer=keras.initializers.HeNormal(seed + i))(x)

@@ -176,3 +176,28 @@ def test_models_learn_upright_from_upside_down_faces(name, landmarks):
     model.fit(x, y, batch_size=16, epochs=4, shuffle=True, verbose=0)
     accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
     assert accuracy >= 0.85, (before, accuracy)
+
+
+def test_voxel_augmentation_mirrors_and_shifts_only_while_training(landmarks):
+    from fer_lib.voxels import VoxelAugmentation
+
+    grids = voxels.occupancy(landmarks, 16).astype("float32")
+    mirror_only = VoxelAugmentation(mirror=True, shift=0, seed=3)
+    outputs = np.stack([np.asarray(mirror_only(grids, training=True)) for _ in range(6)])
+    flipped = grids[:, ::-1]
+    same = (outputs == grids).all(axis=(2, 3, 4))
+    mirrored = (outputs == flipped).all(axis=(2, 3, 4))
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+    shifted = np.asarray(VoxelAugmentation(mirror=False, shift=2, seed=0)(grids, training=True))
+    assert shifted.sum() == grids.sum()  # cells move, none appear or vanish
+    np.testing.assert_array_equal(np.asarray(mirror_only(grids, training=False)), grids)
+
+
+def test_augmented_voxel_cnn_survives_save_and_load(landmarks, tmp_path):
+    import keras
+
+    grids = voxels.occupancy(landmarks, 16)
+    model = voxels.build("voxel_cnn", 7, k=16, width=4, dense_units=8, augmentation={"mirror": True, "shift": 1})
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict(grids, verbose=0), model.predict(grids, verbose=0), atol=1e-6)
