@@ -26,7 +26,7 @@
 #
 # | model | as in the study | here |
 # |---|---|---|
-# | distance CNN | edge lengths as a vector, 3 conv + 3 dense layers; 57 % | same (`mesh.study_distance_cnn`) on the 1,322 tesselation edges, each face's lengths divided by their mean |
+# | distance CNN | edge lengths as a vector, 3 conv + 3 dense layers; 57 % | same (`mesh.study_distance_cnn`) on the 1,322 tesselation edges, each face's lengths divided by their mean; and the same network measuring the edges itself from augmented landmarks (mirrored faces, small rotations, scale and point jitter: `from_landmarks=True`) |
 # | — | could not be run | `mesh.gcn`: graph convolutions (Kipf & Welling) over the 478-vertex mesh, node features xyz, xyz + vertex normals, xyz + Laplacian coordinates |
 
 # %% tags=["parameters"]

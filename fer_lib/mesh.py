@@ -279,9 +279,30 @@ class GraphConv(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
 
+@keras.saving.register_keras_serializable(package="fer_lib")
+class EdgeLengths(keras.layers.Layer):
+    """(batch, 478, 3) landmarks → (batch, E) lengths of the mesh's :func:`edges`, each face's divided
+    by their mean — :func:`edge_lengths` inside a model, so augmentation can act on the landmarks
+    first (a mirrored face has exactly the mirrored face's edge lengths)."""
+
+    def __init__(self, include_iris: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.include_iris = include_iris
+        pairs = edges(include_iris)
+        self.starts, self.ends = pairs[:, 0].astype("int32"), pairs[:, 1].astype("int32")
+
+    def call(self, inputs):
+        difference = ops.take(inputs, self.starts, axis=1) - ops.take(inputs, self.ends, axis=1)
+        lengths = ops.sqrt(ops.sum(difference * difference, axis=-1) + 1e-12)
+        return lengths / ops.mean(lengths, axis=1, keepdims=True)
+
+    def get_config(self):
+        return {**super().get_config(), "include_iris": self.include_iris}
+
+
 def study_distance_cnn(n_classes: int, *, n_edges: int | None = None, filters=(32, 64, 128),
                        dense_units=(256, 128), pool_size: int = 2, dropout: float = 0.3, standardise: bool = True,
-                       seed: int = 0):
+                       from_landmarks: bool = False, augmentation: dict | None = None, seed: int = 0):
     """The 3DFER mesh model: edge lengths (E,) → 3 × [Conv1D(kernel 3, ReLU), max-pool] → flatten →
     dense 256 → dense 128 → softmax (3 dense layers counting the output).
 
@@ -295,12 +316,25 @@ def study_distance_cnn(n_classes: int, *, n_edges: int | None = None, filters=(3
     (:func:`edges` sorts them), which is not a spatial order: neighbouring positions of the vector
     are not, in general, neighbouring edges on the face, so the 1D convolution's locality is
     arbitrary. That is the study's design, kept for comparison; :func:`gcn` convolves over the mesh.
+
+    ``from_landmarks``: the model takes (478, 3) landmarks and measures the edges itself
+    (:class:`EdgeLengths`), after ``augmentation`` (:class:`fer_lib.landmarks.LandmarkAugmentation`
+    options: mirrored faces, rotations, scale, jitter) — the same regularisation as the landmark MLP.
     """
     from keras import layers
 
     n_edges = len(edges()) if n_edges is None else n_edges
-    inputs = keras.Input((n_edges,), name="edge_lengths")
-    x = layers.BatchNormalization(name="edge_standardisation")(inputs) if standardise else inputs
+    if from_landmarks:
+        from .landmarks import LandmarkAugmentation
+
+        inputs = keras.Input((N_VERTICES, 3), name="landmarks")
+        x = LandmarkAugmentation(**augmentation, seed=seed)(inputs) if augmentation else inputs
+        x = EdgeLengths(name="edge_lengths")(x)
+    elif augmentation:
+        raise ValueError("augmentation acts on landmarks: use it with from_landmarks=True")
+    else:
+        inputs = x = keras.Input((n_edges,), name="edge_lengths")
+    x = layers.BatchNormalization(name="edge_standardisation")(x) if standardise else x
     x = layers.Reshape((n_edges, 1))(x)
     for number, width in enumerate(filters, start=1):
         x = layers.Conv1D(width, 3, padding="same", activation="relu", name=f"conv{number}")(x)

@@ -282,3 +282,18 @@ def test_laplacian_coordinates_are_local_shape_invariant_to_translation(landmark
     bumped[:, 1, 2] -= 3.0
     np.testing.assert_allclose(mesh.laplacian_coordinates(bumped)[:, 1, 2] - delta[:, 1, 2], -3.0, atol=1e-3)
     assert mesh.node_features(points, normals=True, laplacian=True).shape == (len(points), 478, 9)
+
+
+def test_distance_cnn_from_landmarks_measures_the_same_edges_and_reloads(landmarks, tmp_path):
+    import keras
+
+    x = mesh.node_features(landmarks)
+    layer = mesh.EdgeLengths()
+    np.testing.assert_allclose(np.asarray(layer(x)), mesh.edge_lengths(x), rtol=1e-4, atol=1e-5)
+    model = mesh.build("study_distance_cnn", 7, from_landmarks=True,
+                       augmentation={"mirror": True, "rotation": 0.1, "scale": 0.05, "jitter": 0.01})
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="from_landmarks"):
+        mesh.build("study_distance_cnn", 7, augmentation={"mirror": True})
