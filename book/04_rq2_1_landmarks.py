@@ -93,8 +93,8 @@ if len(missed):
 # against the 7 % the 3DFER study lost to MediaPipe: the first attempt alone (chapter 2's input size
 # and padding) finds 96.8 %, larger and smaller upscaling with more or less padding and CLAHE add 1.7
 # points, and the last six attempts (five of them mirrored) another 1.0 point. The misses are spread thinly over the classes (at most
-# about 1 % of *angry* and *sad*); what they look like — cartoons, hands over the face, extreme
-# profiles, near-blank frames — is in the gallery above. Each face costs about 21 ms of one core
+# about 1 % of *angry* and *sad*); what they look like — extreme profiles, hands over the face,
+# blank frames and placeholder images with text — is in the gallery above. Each face costs about 21 ms of one core
 # (median 14 ms: most faces are found by the first attempt; a miss runs all ten, about 110 ms).
 
 # %%
