@@ -241,20 +241,21 @@ class FaceMeshFeatures:
 
     def coverage_table(self, dataset) -> pd.DataFrame:
         """Images, faces found and coverage per split and overall."""
-        self._check_aligned(dataset)
+        self.check_aligned(dataset)
         rows = {s: (int((dataset.split == s).sum()), int(self.detected[dataset.split == s].sum())) for s in dataset.splits}
         rows["all"] = (len(self), int(self.detected.sum()))
         table = pd.DataFrame(rows, index=["images", "faces found"]).T
         table["coverage"] = table["faces found"] / table["images"].clip(lower=1)
         return table
 
-    def _check_aligned(self, dataset) -> None:
+    def check_aligned(self, dataset) -> None:
+        """Raise unless these features were extracted from ``dataset`` (same images, same order)."""
         if len(dataset) != len(self) or not np.array_equal(dataset.ids, self.ids):
             raise ValueError("features and dataset are not aligned: extract them from this dataset")
 
     def misses_table(self, dataset) -> pd.DataFrame:
         """Images without a face per class (rows) and split (columns), with totals and percentages."""
-        self._check_aligned(dataset)
+        self.check_aligned(dataset)
         missed = pd.DataFrame({"class": pd.Categorical(dataset.label_names, categories=dataset.class_names),
                                "split": pd.Categorical(dataset.split, categories=dataset.splits),
                                "missed": ~self.detected})

@@ -73,8 +73,7 @@ def normalise(landmarks: np.ndarray, matrix: np.ndarray | None = None, *, centre
 def detected_split(features, dataset, split_names) -> dict[str, np.ndarray]:
     """Per split, the indices of the faces MediaPipe found (the misses are counted in
     ``FaceMeshFeatures.misses_table``; a model of landmarks cannot see them)."""
-    if len(dataset) != len(features) or not np.array_equal(dataset.ids, features.ids):
-        raise ValueError("features and dataset are not aligned: extract them from this dataset")
+    features.check_aligned(dataset)
     return {name: np.flatnonzero((dataset.split == name) & features.detected) for name in split_names}
 
 
