@@ -210,6 +210,23 @@ class FaceDataset:
         return self.subset(keep)
 
 
+def concatenate(datasets: list[FaceDataset], name: str | None = None) -> FaceDataset:
+    """Datasets under the same label set as one (e.g. originals and their augmented copies); image ids
+    must stay unique, so every image can still be traced."""
+    first = datasets[0]
+    for other in datasets[1:]:
+        if (other.class_names, other.label_set, sorted(other.meta)) != (first.class_names, first.label_set, sorted(first.meta)):
+            raise ValueError(f"cannot concatenate {first.name} and {other.name}: label sets, classes or meta columns differ")
+    joined = {key: np.concatenate([getattr(d, key) for d in datasets])
+              for key in ("images", "labels", "split", "subject", "ids", "emotions")}
+    duplicated = pd.Index(joined["ids"]).duplicated()
+    if duplicated.any():
+        raise ValueError(f"{int(duplicated.sum())} image ids occur twice (first: {joined['ids'][duplicated][0]}); "
+                         "give copies their own ids")
+    meta = {key: np.concatenate([d.meta[key] for d in datasets]) for key in first.meta}
+    return replace(first, name=name or "+".join(d.name for d in datasets), meta=meta, report=None, **joined)
+
+
 def lstm_study_three_classes(dataset: FaceDataset, seed: int = 0) -> FaceDataset:
     """The LSTM study's target: training caps on the original emotions, then happy / sad / unknown."""
     return dataset.cap_classes(LSTM_TRAINING_CAPS, split=TRAIN, seed=seed).relabel("happy_sad_unknown")

@@ -86,29 +86,56 @@ def train_and_evaluate(build: Callable[[], Any], data: SplitArrays, config: trai
                           options=options, verbose=verbose)
     val_probabilities, _ = training.predict(fitted.model, data.x[VAL])
     test_probabilities, infer_ms = training.predict(fitted.model, data.x[TEST])
-    metrics = results.evaluate(data.y[TEST], test_probabilities, class_names, n_split=data.n_split[TEST],
-                               n_boot=n_boot, seed=config.seed)
     summary = {k: v for k, v in fitted.summary.items() if k in ("epochs_run", "best_epoch", "stopped_by", "device")}
-    extra = {"val_accuracy": float((val_probabilities.argmax(1) == data.y[VAL]).mean()),
-             "training": asdict(config), "n_train": int(len(y_train)), **summary}
+    extra = {"training": asdict(config), "n_train": int(len(y_train)), **summary}
     timing = {"train_seconds": fitted.train_seconds, "infer_ms_per_image": infer_ms,
               "n_params": int(fitted.model.count_params())}
+    return _evaluated(fitted, val_probabilities, test_probabilities, data, class_names, record, {**timing, **extra},
+                      n_boot, config.seed)
+
+
+def _evaluated(fitted, val_probabilities, test_probabilities, data: SplitArrays, class_names,
+               record: dict[str, Any] | None, fields: dict[str, Any], n_boot: int, seed: int) -> Trained:
+    """Evaluate PrivateTest, add the PublicTest accuracy and ``fields``; with ``record``, write the
+    record and the per-image predictions."""
+    metrics = results.evaluate(data.y[TEST], test_probabilities, class_names, n_split=data.n_split[TEST],
+                               n_boot=n_boot, seed=seed)
+    fields = {"val_accuracy": float((val_probabilities.argmax(1) == data.y[VAL]).mean()), **fields}
     if record is None:
-        full = {**metrics, **timing, **extra}
+        full = {**metrics, **fields}
     else:
-        full = results.make_record(metrics, split=TEST, **timing, **extra, **record)
+        full = results.make_record(metrics, split=TEST, **fields, **record)
         results.write_record(full)
         results.write_predictions(full, data.ids[TEST], data.y[TEST], test_probabilities)
     return Trained(full, fitted, val_probabilities, test_probabilities)
 
 
-def best_record(profile: str, representation: str) -> dict[str, Any]:
-    """The recorded model of a representation with the best PublicTest accuracy (selection never looks
-    at PrivateTest)."""
+def train_classical(estimator, data: SplitArrays, *, class_names, record: dict[str, Any] | None,
+                    n_boot: int = 1000, seed: int = 0) -> Trained:
+    """:func:`train_and_evaluate` for a scikit-learn classifier (fit on Training, no early stopping):
+    same evaluation, record and predictions. Its ``n_params`` counts tree nodes for a forest."""
+    import time
+
+    started = time.perf_counter()
+    estimator.fit(data.x[TRAIN], data.y[TRAIN])
+    train_seconds = time.perf_counter() - started
+    val_probabilities = estimator.predict_proba(data.x[VAL])
+    started = time.perf_counter()
+    test_probabilities = estimator.predict_proba(data.x[TEST])
+    infer_ms = (time.perf_counter() - started) * 1000 / max(1, len(data.x[TEST]))
+    n_params = sum(tree.tree_.node_count for tree in getattr(estimator, "estimators_", []))
+    fields = {"train_seconds": train_seconds, "infer_ms_per_image": infer_ms, "n_params": int(n_params),
+              "n_train": int(len(data.y[TRAIN])), "estimator": repr(estimator), "device": "CPU (scikit-learn)"}
+    return _evaluated(None, val_probabilities, test_probabilities, data, class_names, record, fields, n_boot, seed)
+
+
+def best_record(profile: str, representation: str, label_set: str = "emotion7") -> dict[str, Any]:
+    """The recorded model of a representation (under ``label_set``) with the best PublicTest accuracy
+    (selection never looks at PrivateTest)."""
     table = results.load_records(profile)
-    rows = table[table.representation == representation] if len(table) else table
+    rows = table[(table.representation == representation) & (table.label_set == label_set)] if len(table) else table
     if not len(rows):
-        raise FileNotFoundError(f"no {representation} records in results/{profile}: run its chapter first")
+        raise FileNotFoundError(f"no {representation} records under {label_set} in results/{profile}: run its chapter first")
     return rows.loc[rows.val_accuracy.idxmax()].to_dict()
 
 
@@ -183,19 +210,10 @@ def average_models(runs: dict[str, Trained], data: SplitArrays, class_names, rec
     record sums the members' training time, inference time and parameters and names the members."""
     val = np.mean([run.val_probabilities for run in runs.values()], axis=0)
     test = np.mean([run.test_probabilities for run in runs.values()], axis=0)
-    metrics = results.evaluate(data.y[TEST], test, class_names, n_split=data.n_split[TEST], n_boot=n_boot, seed=seed)
-    timing = {key: float(sum(run.record[key] for run in runs.values()))
-              for key in ("train_seconds", "infer_ms_per_image")}
-    extra = {"val_accuracy": float((val.argmax(1) == data.y[VAL]).mean()), "members": list(runs),
-             "device": next(iter(runs.values())).record.get("device")}
-    n_params = int(sum(run.record["n_params"] for run in runs.values()))
-    if record is None:
-        full = {**metrics, **timing, "n_params": n_params, **extra}
-    else:
-        full = results.make_record(metrics, split=TEST, n_params=n_params, **timing, **extra, **record)
-        results.write_record(full)
-        results.write_predictions(full, data.ids[TEST], data.y[TEST], test)
-    return Trained(full, None, val, test)
+    fields = {key: float(sum(run.record[key] for run in runs.values())) for key in ("train_seconds", "infer_ms_per_image")}
+    fields.update(n_params=int(sum(run.record["n_params"] for run in runs.values())), members=list(runs),
+                  device=next(iter(runs.values())).record.get("device"))
+    return _evaluated(None, val, test, data, class_names, record, fields, n_boot, seed)
 
 
 def results_sentence(runs: dict[str, Trained]) -> str:
@@ -204,8 +222,12 @@ def results_sentence(runs: dict[str, Trained]) -> str:
     for name, run in runs.items():
         r = run.record
         on = f" on {r['input']}" if r.get("input") and r["input"] != name else ""
-        how = (f"{r['epochs_run']} epochs, stopped by {r['stopped_by'].replace('_', ' ')}" if "members" not in r
-               else f"average of {', '.join(r['members'])}")
+        if "members" in r:
+            how = f"average of {', '.join(r['members'])}"
+        elif "epochs_run" in r:
+            how = f"{r['epochs_run']} epochs, stopped by {r['stopped_by'].replace('_', ' ')}"
+        else:
+            how = "fitted once (scikit-learn)"
         parts.append(f"{name}{on} **{r['accuracy']:.1%}** (95 % CI {r['accuracy_ci95'][0]:.1%}–{r['accuracy_ci95'][1]:.1%}, "
                      f"macro F1 {r['macro_f1']:.3f}, {r['train_seconds'] / 60:.1f} min, {how})")
     return ", ".join(parts)

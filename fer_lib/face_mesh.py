@@ -248,6 +248,32 @@ class FaceMeshFeatures:
         table["coverage"] = table["faces found"] / table["images"].clip(lower=1)
         return table
 
+    def subset(self, index) -> "FaceMeshFeatures":
+        """The features of some images (a boolean mask or an index array), as ``dataset.subset`` does."""
+        index = np.asarray(index)
+        return FaceMeshFeatures(ids=self.ids[index], detected=self.detected[index], landmarks=self.landmarks[index],
+                                blendshapes=self.blendshapes[index], blendshape_names=self.blendshape_names,
+                                matrix=self.matrix[index], attempt=self.attempt[index], ms=self.ms[index],
+                                attempts=self.attempts)
+
+    def for_dataset(self, dataset) -> "FaceMeshFeatures":
+        """The features of ``dataset``'s images, looked up by id (``dataset`` drawn from the extracted one)."""
+        position = pd.Index(self.ids).get_indexer(dataset.ids)
+        if (position < 0).any():
+            raise KeyError(f"{int((position < 0).sum())} images of {dataset.name} were not extracted "
+                           f"(first: {dataset.ids[position < 0][0]}); run extract_dataset on them")
+        return self.subset(position)
+
+    @classmethod
+    def concatenate(cls, parts: list["FaceMeshFeatures"]) -> "FaceMeshFeatures":
+        """Features of several extractions as one, in order (see ``data.concatenate``)."""
+        names = next((p.blendshape_names for p in parts if len(p.blendshape_names)), [])
+        if any(len(p.blendshape_names) and list(p.blendshape_names) != list(names) for p in parts):
+            raise ValueError("the extractions name their blendshapes differently")
+        join = {key: np.concatenate([getattr(p, key) for p in parts])
+                for key in ("ids", "detected", "landmarks", "blendshapes", "matrix", "attempt", "ms")}
+        return cls(blendshape_names=list(names), attempts=parts[0].attempts, **join)
+
     def check_aligned(self, dataset) -> None:
         """Raise unless these features were extracted from ``dataset`` (same images, same order)."""
         if len(dataset) != len(self) or not np.array_equal(dataset.ids, self.ids):
@@ -326,6 +352,10 @@ def for_chapter(P) -> tuple:
     from .paths import resolve_data_dir
 
     faces = fer_lib.load_fer2013(resolve_data_dir(P.data_dir)).protocol_subset(P.train_per_class, P.eval_per_class, P.seed)
+    return faces, extract_for_chapter(faces, P)
+
+
+def extract_for_chapter(dataset, P) -> FaceMeshFeatures:
+    """:func:`extract_dataset` with a chapter's cascade settings (``P.face_mesh``) and ``P.n_jobs``."""
     attempts = tuple(Attempt(**a) for a in P.face_mesh["attempts"]) if P.face_mesh.get("attempts") else DEFAULT_ATTEMPTS
-    features = extract_dataset(faces, attempts, min_confidence=P.face_mesh["min_confidence"], n_jobs=P.n_jobs)
-    return faces, features
+    return extract_dataset(dataset, attempts, min_confidence=P.face_mesh["min_confidence"], n_jobs=P.n_jobs)

@@ -96,3 +96,22 @@ def augmentation(flip: bool = True, rotation: float = 0.1, contrast: tuple[float
     if noise:
         layers.append(PixelNoise(noise, seed=seed))
     return keras.Sequential(layers, name="augmentation")
+
+
+@keras.saving.register_keras_serializable(package="fer_lib")
+class OneHotLoss(keras.losses.Loss):
+    """A Keras loss on one-hot targets (``categorical_crossentropy``, ``categorical_focal_crossentropy``,
+    ``mean_squared_error``) applied to integer labels: every chapter keeps its labels as class indices,
+    so the loss ablations change only this, not the data."""
+
+    def __init__(self, loss: str = "categorical_crossentropy", name: str | None = None, **kwargs):
+        super().__init__(name=name or f"onehot_{loss}", **kwargs)
+        self.loss = loss
+        self.inner = keras.losses.get(loss)
+
+    def call(self, y_true, y_pred):
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        return self.inner(ops.one_hot(labels, ops.shape(y_pred)[-1]), y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "loss": self.loss}

@@ -185,3 +185,44 @@ def mesh_overlay(images, points, edges, captions, title: str | None = None, size
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def blendshape_scores(scores, table: pd.DataFrame, threshold: float, sample: int = 2000, seed: int = 0):
+    """The scores of every blendshape (a sample of faces, one dot each), ordered by how many faces
+    exceed ``threshold``; kept blendshapes (``table.kept``, see ``blendshapes.relevance``) in colour."""
+    scores = np.asarray(scores)
+    rng = np.random.default_rng(seed)
+    shown = scores[rng.choice(len(scores), size=min(sample, len(scores)), replace=False)]
+    order = np.argsort(-table.iloc[:, 1].to_numpy(), kind="stable")
+    fig, ax = plt.subplots(figsize=(13, 4.5))
+    for position, column in enumerate(order):
+        kept = bool(table["kept"].iloc[column])
+        ax.scatter(position + rng.uniform(-0.3, 0.3, len(shown)), shown[:, column], s=1.5, alpha=0.25,
+                   color="tab:blue" if kept else "tab:grey", rasterized=True)
+    ax.axhline(threshold, color="tab:red", lw=1, ls="--", label=f"threshold {threshold}")
+    ax.set_xticks(range(len(order)), table["blendshape"].to_numpy()[order], rotation=90, fontsize=7)
+    ax.set_ylabel("score")
+    ax.set_title(f"52 blendshape scores of {len(shown)} training faces; blue: kept ({int(table['kept'].sum())}), "
+                 f"grey: dropped", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def stream_traces(probabilities: dict[str, np.ndarray], class_names, true_labels, title: str | None = None):
+    """One stream's class probabilities per frame for each model (rows), with the true class shaded."""
+    n = len(probabilities)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 1.6 * n), sharex=True, squeeze=False)
+    for ax, (name, p) in zip(axes[:, 0], probabilities.items()):
+        for c, cls in enumerate(class_names):
+            ax.plot(p[:, c], label=cls, lw=1.2)
+        for t, label in enumerate(true_labels):
+            ax.axvspan(t - 0.5, t + 0.5, color=f"C{label}", alpha=0.08, lw=0)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(name, fontsize=8)
+    axes[0, 0].legend(fontsize=7, ncol=len(class_names), loc="upper right")
+    axes[-1, 0].set_xlabel("frame (background: true class)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

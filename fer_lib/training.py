@@ -41,6 +41,15 @@ class _NoRetracingWarnings(logging.Filter):
 logging.getLogger("tensorflow").addFilter(_NoRetracingWarnings())
 
 OPTIMIZERS = ("sgd", "adamw", "adam")
+#: Losses on one-hot targets, applied to the integer labels every chapter uses (see layers.OneHotLoss).
+LOSSES = ("categorical_crossentropy", "categorical_focal_crossentropy", "mean_squared_error")
+#: TrainConfig fields added after models were cached: left out of the cache key at their default.
+_LATER_FIELDS = {"amsgrad": False, "global_clipnorm": None, "class_weight": None}
+
+
+def config_key(config: "TrainConfig") -> dict[str, Any]:
+    """The configuration as it enters cache keys (later fields only when set)."""
+    return {k: v for k, v in asdict(config).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
 
 
 @dataclass(frozen=True)
@@ -57,11 +66,20 @@ class TrainConfig:
     reduce_lr_patience: int | None = 3  # halve the learning rate when validation loss stalls
     time_budget_s: float | None = None
     seed: int = 0
-    loss: str = "sparse_categorical_crossentropy"
+    loss: str = "sparse_categorical_crossentropy"  # or one of LOSSES, on the same integer labels
+    # Added for the blendshape chapter; at their defaults they stay out of the cache key, so models
+    # cached before they existed are still found.
+    amsgrad: bool = False           # AdamW / Adam: the AMSGrad variant
+    global_clipnorm: float | None = None  # clip the global gradient norm
+    class_weight: str | None = None  # "balanced": weight each class by n / (k * n_class) in the loss
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.loss != "sparse_categorical_crossentropy" and self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not sparse_categorical_crossentropy or one of {sorted(LOSSES)}")
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(f"class_weight must be null or 'balanced', got {self.class_weight!r}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"batch_size and epochs must be positive, got {self.batch_size}, {self.epochs}")
 
@@ -121,17 +139,35 @@ def device_description() -> str:
 def make_optimizer(config: TrainConfig):
     import keras
 
+    clip = {"global_clipnorm": config.global_clipnorm} if config.global_clipnorm else {}
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(config.learning_rate, momentum=config.momentum,
-                                    weight_decay=config.weight_decay or None)
+                                    weight_decay=config.weight_decay or None, **clip)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(config.learning_rate)
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay,
+                                      amsgrad=config.amsgrad, **clip)
+    return keras.optimizers.Adam(config.learning_rate, amsgrad=config.amsgrad, **clip)
+
+
+def make_loss(config: TrainConfig):
+    from .layers import OneHotLoss
+
+    return config.loss if config.loss == "sparse_categorical_crossentropy" else OneHotLoss(config.loss)
 
 
 def compile_model(model, config: TrainConfig, metrics=("accuracy",)):
-    model.compile(optimizer=make_optimizer(config), loss=config.loss, metrics=list(metrics))
+    model.compile(optimizer=make_optimizer(config), loss=make_loss(config), metrics=list(metrics))
     return model
+
+
+def class_weights(y, config: TrainConfig) -> dict[int, float] | None:
+    """Keras ``class_weight`` for ``config.class_weight`` ("balanced": n / (k · n_class), as scikit-learn)."""
+    if config.class_weight is None:
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.unique(y)
+    return {int(c): float(w) for c, w in zip(classes, compute_class_weight("balanced", classes=classes, y=y))}
 
 
 def array_digest(*arrays) -> str:
@@ -213,7 +249,7 @@ def fit(
     from . import layers as _custom_layers  # noqa: F401 - registers the custom layers a saved model uses
 
     key = hashlib.sha256(json.dumps(
-        [name, options or {}, asdict(config), array_digest(x_train, y_train, x_val, y_val), keras.__version__],
+        [name, options or {}, config_key(config), array_digest(x_train, y_train, x_val, y_val), keras.__version__],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     run_dir = Path(cache_dir or repo_root() / "cache" / "models") / f"{name}-{key}"
     model_path, meta_path = run_dir / "model.keras", run_dir / "fit.json"
@@ -244,7 +280,8 @@ def fit(
         callbacks.insert(2, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                               patience=config.reduce_lr_patience, min_lr=1e-5))
     model.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=config.batch_size,
-              epochs=config.epochs, callbacks=callbacks, verbose=verbose, shuffle=True)
+              epochs=config.epochs, callbacks=callbacks, verbose=verbose, shuffle=True,
+              class_weight=class_weights(y_train, config))
     if best_path.is_file():
         model.load_weights(best_path)
     history = _read_history(history_path)
