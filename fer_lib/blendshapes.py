@@ -93,11 +93,8 @@ def kept_columns(table: pd.DataFrame) -> np.ndarray:
 def split_arrays(features, dataset: FaceDataset, columns=None) -> SplitArrays:
     """The blendshape ``columns`` (default all 52) of every detected face per split; ``n_split`` holds
     the split sizes before MediaPipe lost any."""
-    features.check_aligned(dataset)
     columns = np.arange(features.blendshapes.shape[1]) if columns is None else np.asarray(columns)
-    index = {s: np.flatnonzero((dataset.split == s) & features.detected) for s in dataset.splits}
-    n_split = {s: int((dataset.split == s).sum()) for s in dataset.splits}
-    return SplitArrays.from_indices(features.blendshapes[:, columns].astype(np.float32), dataset, index, n_split)
+    return features.split_arrays(features.blendshapes[:, columns].astype(np.float32), dataset)
 
 
 def _regulariser(l2: float):

@@ -274,6 +274,19 @@ class FaceMeshFeatures:
                 for key in ("ids", "detected", "landmarks", "blendshapes", "matrix", "attempt", "ms")}
         return cls(blendshape_names=list(names), attempts=parts[0].attempts, **join)
 
+    def split_arrays(self, inputs, dataset, split_names=None):
+        """:class:`~fer_lib.experiment.SplitArrays` of ``inputs`` (one row per image of ``dataset``, which
+        these features describe) for the faces MediaPipe found, per split (default: all of the dataset's).
+        ``n_split`` keeps every image of a split, so coverage and misses-counted-wrong accuracy are right;
+        a representation cannot see the missed faces (``misses_table`` counts them)."""
+        from .experiment import SplitArrays
+
+        self.check_aligned(dataset)
+        split_names = split_names or dataset.splits
+        index = {s: np.flatnonzero((dataset.split == s) & self.detected) for s in split_names}
+        return SplitArrays.from_indices(inputs, dataset, index,
+                                        n_split={s: int((dataset.split == s).sum()) for s in split_names})
+
     def check_aligned(self, dataset) -> None:
         """Raise unless these features were extracted from ``dataset`` (same images, same order)."""
         if len(dataset) != len(self) or not np.array_equal(dataset.ids, self.ids):

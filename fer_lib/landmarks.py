@@ -1,8 +1,8 @@
 """The landmark representation (RQ2.1): MediaPipe's 478×3 point cloud of a face, and its models.
 
 Inputs come from :mod:`fer_lib.face_mesh` (landmarks in the original image's pixels, z on the x
-scale; missed faces are NaN rows and must be left out by the caller — :func:`detected_split` does it
-and counts them). :func:`normalise` removes what says nothing about the expression — where the face
+scale; missed faces are NaN rows and must be left out by the caller —
+``FaceMeshFeatures.split_arrays`` does it and keeps them counted). :func:`normalise` removes what says nothing about the expression — where the face
 is (centre), how big it is (scale) and, optionally, how the head is turned (pose, undone with
 MediaPipe's facial transformation matrix) — each step a switch, so the chapter can ablate them.
 
@@ -70,26 +70,17 @@ def normalise(landmarks: np.ndarray, matrix: np.ndarray | None = None, *, centre
     return points.astype(np.float32)
 
 
-def detected_split(features, dataset, split_names) -> dict[str, np.ndarray]:
-    """Per split, the indices of the faces MediaPipe found (the misses are counted in
-    ``FaceMeshFeatures.misses_table``; a model of landmarks cannot see them)."""
-    features.check_aligned(dataset)
-    return {name: np.flatnonzero((dataset.split == name) & features.detected) for name in split_names}
-
-
 def split_arrays(features, dataset, normalisation: str | dict = "centre+scale") -> "SplitArrays":
     """Normalised landmarks of the detected faces of each FER2013 split as :class:`SplitArrays`
     (``n_split`` keeps every image of the split, so coverage and misses-counted-wrong accuracy are right)."""
     from .data import FER2013_SPLITS
-    from .experiment import SplitArrays
 
     steps = NORMALISATIONS[normalisation] if isinstance(normalisation, str) else dict(normalisation)
-    index = detected_split(features, dataset, FER2013_SPLITS)
-    found = np.concatenate(list(index.values()))
+    features.check_aligned(dataset)
+    found = np.flatnonzero(features.detected & np.isin(dataset.split, FER2013_SPLITS))
     points = np.full(features.landmarks.shape, np.nan, np.float32)
     points[found] = normalise(features.landmarks[found], features.matrix[found], **steps)
-    return SplitArrays.from_indices(points, dataset, index,
-                                    n_split={s: int((dataset.split == s).sum()) for s in FER2013_SPLITS})
+    return features.split_arrays(points, dataset, FER2013_SPLITS)
 
 
 def smote(x: np.ndarray, y: np.ndarray, seed: int = 0, k_neighbors: int = 5) -> tuple[np.ndarray, np.ndarray]:

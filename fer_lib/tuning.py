@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any, Callable
 
 import pandas as pd

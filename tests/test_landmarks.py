@@ -63,11 +63,11 @@ def test_missed_faces_are_refused_with_a_clear_message(jaffe_features):
         landmarks.normalise(features.landmarks, remove_pose=True)
 
 
-def test_detected_split_keeps_only_found_faces(jaffe_features):
+def test_split_arrays_keep_only_found_faces(jaffe_features):
     faces, features = jaffe_features
     features.detected[1] = False
     try:
-        parts = landmarks.detected_split(features, faces, faces.splits)
+        parts = features.split_arrays(np.arange(len(faces)), faces).x
         assert sum(len(v) for v in parts.values()) == len(faces) - 1 and 1 not in np.concatenate(list(parts.values()))
     finally:
         features.detected[1] = True
