@@ -14,6 +14,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -91,10 +92,12 @@ class FaceDataset:
     meta: dict[str, np.ndarray] = field(default_factory=dict)
     report: LoadReport | None = None
 
+    #: the fields holding one entry per image (``meta`` holds more)
+    PER_IMAGE: ClassVar[tuple[str, ...]] = ("images", "labels", "split", "subject", "ids", "emotions")
+
     def __post_init__(self):
         n = len(self.images)
-        columns = {"labels": self.labels, "split": self.split, "subject": self.subject, "ids": self.ids,
-                   "emotions": self.emotions, **self.meta}
+        columns = {**{key: getattr(self, key) for key in self.PER_IMAGE if key != "images"}, **self.meta}
         for key, column in columns.items():
             if len(column) != n:
                 raise ValueError(f"{self.name}: {key} has {len(column)} entries for {n} images")
@@ -127,12 +130,8 @@ class FaceDataset:
         index = np.asarray(index)
         if index.dtype == bool and len(index) != len(self):
             raise ValueError(f"mask has {len(index)} entries for {len(self)} images")
-        return replace(
-            self,
-            images=self.images[index], labels=self.labels[index], split=self.split[index],
-            subject=self.subject[index], ids=self.ids[index], emotions=self.emotions[index],
-            meta={k: v[index] for k, v in self.meta.items()},
-        )
+        return replace(self, **{key: getattr(self, key)[index] for key in self.PER_IMAGE},
+                       meta={k: v[index] for k, v in self.meta.items()})
 
     def select_split(self, *names: str) -> "FaceDataset":
         unknown = set(names) - set(self.splits)
@@ -217,8 +216,7 @@ def concatenate(datasets: list[FaceDataset], name: str | None = None) -> FaceDat
     for other in datasets[1:]:
         if (other.class_names, other.label_set, sorted(other.meta)) != (first.class_names, first.label_set, sorted(first.meta)):
             raise ValueError(f"cannot concatenate {first.name} and {other.name}: label sets, classes or meta columns differ")
-    joined = {key: np.concatenate([getattr(d, key) for d in datasets])
-              for key in ("images", "labels", "split", "subject", "ids", "emotions")}
+    joined = {key: np.concatenate([getattr(d, key) for d in datasets]) for key in FaceDataset.PER_IMAGE}
     duplicated = pd.Index(joined["ids"]).duplicated()
     if duplicated.any():
         raise ValueError(f"{int(duplicated.sum())} image ids occur twice (first: {joined['ids'][duplicated][0]}); "

@@ -18,9 +18,10 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -232,6 +233,9 @@ class FaceMeshFeatures:
     ms: np.ndarray                 # ms per image when extracted (all attempts tried)
     attempts: tuple[Attempt, ...] = field(default=DEFAULT_ATTEMPTS)
 
+    #: the fields holding one entry per image (the rest describe the extraction)
+    PER_IMAGE: ClassVar[tuple[str, ...]] = ("ids", "detected", "landmarks", "blendshapes", "matrix", "attempt", "ms")
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -251,10 +255,7 @@ class FaceMeshFeatures:
     def subset(self, index) -> "FaceMeshFeatures":
         """The features of some images (a boolean mask or an index array), as ``dataset.subset`` does."""
         index = np.asarray(index)
-        return FaceMeshFeatures(ids=self.ids[index], detected=self.detected[index], landmarks=self.landmarks[index],
-                                blendshapes=self.blendshapes[index], blendshape_names=self.blendshape_names,
-                                matrix=self.matrix[index], attempt=self.attempt[index], ms=self.ms[index],
-                                attempts=self.attempts)
+        return replace(self, **{key: getattr(self, key)[index] for key in self.PER_IMAGE})
 
     def for_dataset(self, dataset) -> "FaceMeshFeatures":
         """The features of ``dataset``'s images, looked up by id (``dataset`` drawn from the extracted one)."""
@@ -270,8 +271,7 @@ class FaceMeshFeatures:
         names = next((p.blendshape_names for p in parts if len(p.blendshape_names)), [])
         if any(len(p.blendshape_names) and list(p.blendshape_names) != list(names) for p in parts):
             raise ValueError("the extractions name their blendshapes differently")
-        join = {key: np.concatenate([getattr(p, key) for p in parts])
-                for key in ("ids", "detected", "landmarks", "blendshapes", "matrix", "attempt", "ms")}
+        join = {key: np.concatenate([getattr(p, key) for p in parts]) for key in cls.PER_IMAGE}
         return cls(blendshape_names=list(names), attempts=parts[0].attempts, **join)
 
     def split_arrays(self, inputs, dataset, split_names=None):
@@ -352,7 +352,7 @@ def extract_dataset(dataset, attempts=DEFAULT_ATTEMPTS, *, min_confidence: float
     parts = [dict(np.load(p, allow_pickle=True)) if isinstance(p, Path) else p for p in paths]
     names = next((list(p["blendshape_names"]) for p in parts if len(p["blendshape_names"])), [])
     join = {key: np.concatenate([p[key] for p in parts]) if parts else np.empty(0)
-            for key in ("detected", "landmarks", "blendshapes", "matrix", "attempt", "ms")}
+            for key in FaceMeshFeatures.PER_IMAGE if key != "ids"}  # chunks hold no ids: the dataset's are used
     return FaceMeshFeatures(ids=np.asarray(dataset.ids), blendshape_names=names, attempts=attempts, **join)
 
 
