@@ -196,13 +196,27 @@ print("best trial:", tuned_options, {k: getattr(tuned_config, k) for k in ("lear
 fields = {"chapter": CHAPTER, "representation": "blendshapes", "dataset": "fer2013", "label_set": study.label_set,
           "profile": profile, "seed": P.seed, "extract_ms_per_image": float(features.ms.mean()),
           "n_blendshapes": n_features, "training_caps": P.training_caps}
-tuned = {"study_lstm", "study_dense"}
-specs = {label: {**spec, "options": {**(tuned_options if spec.get("model", label) in tuned else {}), **(spec.get("options") or {})}}
-         for label, spec in P.models.items()}
+TUNED = {"study_lstm", "study_dense"}  # these take the search's best options
+
+
+def with_tuned_options(models: dict, suffix: str = "") -> dict:
+    """A params ``models`` block with the search's options under each tuned model's own, labelled ``<label><suffix>``."""
+    specs = {}
+    for label, spec in models.items():
+        model = spec.get("model", label)
+        options = {**(tuned_options if model in TUNED else {}), **(spec.get("options") or {})}
+        specs[f"{label}{suffix}"] = {**spec, "model": model, "options": options}
+    return specs
+
+
+def new_forest():
+    return blendshapes.random_forest(**P.random_forest, n_jobs=P.n_jobs, seed=P.seed)
+
+
+specs = with_tuned_options(P.models)
 runs = experiment.run_models(specs, build=build, inputs={"kept blendshapes": kept}, base=tuned_config,
                              cache_prefix=CHAPTER, record=fields, class_names=classes)
-forest = blendshapes.random_forest(**P.random_forest, n_jobs=P.n_jobs, seed=P.seed)
-runs["random_forest"] = experiment.train_classical(forest, kept, class_names=classes,
+runs["random_forest"] = experiment.train_classical(new_forest(), kept, class_names=classes,
                                                    record={**fields, "model": "random_forest", "input": "kept blendshapes"})
 table = experiment.show_results(runs)
 seed_numbers = anchors.SEED_RESULTS["LSTM on blendshapes"]
@@ -239,11 +253,11 @@ runs["ensemble"] = experiment.average_models(dict(runs), kept, classes, seed=P.s
 uncapped_set = concatenate([faces.relabel("happy_sad_unknown"), copies.relabel("happy_sad_unknown")], name="fer2013+augmented")
 uncapped = blendshapes.split_arrays(FaceMeshFeatures.concatenate([features, copy_features]), uncapped_set, columns)
 uncapped_fields = {**fields, "training_caps": None}
-uncapped_specs = {f"{label}_all_training": {**specs[label], "model": specs[label].get("model", label)} for label in P.uncapped_models}
+uncapped_specs = with_tuned_options({label: P.models[label] for label in P.uncapped_models}, suffix="_all_training")
 runs.update(experiment.run_models(uncapped_specs, build=build, inputs={"kept blendshapes, all Training": uncapped},
                                   base=tuned_config, cache_prefix=f"{CHAPTER}-uncapped", record=uncapped_fields, class_names=classes))
 runs["random_forest_all_training"] = experiment.train_classical(
-    blendshapes.random_forest(**P.random_forest, n_jobs=P.n_jobs, seed=P.seed), uncapped, class_names=classes,
+    new_forest(), uncapped, class_names=classes,
     record={**uncapped_fields, "model": "random_forest_all_training", "input": "kept blendshapes, all Training"})
 new += [*uncapped_specs, "random_forest_all_training"]
 print("Training images per class, capped:", np.bincount(kept.y[TRAIN]).tolist(), "| all:", np.bincount(uncapped.y[TRAIN]).tolist(),
@@ -341,14 +355,11 @@ seven = blendshapes.split_arrays(features7, faces7)
 classes7 = faces7.class_names
 fields7 = {**fields, "label_set": faces7.label_set, "n_blendshapes": 52, "training_caps": None}
 # labelled "<model>_7class": records and predictions are per chapter and model name, beside the 3-class ones
-specs7 = {f"{label}_7class": {**spec, "model": spec.get("model", label),
-                              "options": {**(tuned_options if spec.get("model", label) in tuned else {}), **(spec.get("options") or {})}}
-          for label, spec in P.models_7class.items()}
+specs7 = with_tuned_options(P.models_7class, suffix="_7class")
 runs7 = experiment.run_models(specs7, build=lambda m, o, s: build(m, o, s, n_inputs=52, n_classes=len(classes7)),
                               inputs={"52 blendshapes": seven}, base=tuned_config, cache_prefix=f"{CHAPTER}-7class",
                               record=fields7, class_names=classes7)
-forest7 = blendshapes.random_forest(**P.random_forest, n_jobs=P.n_jobs, seed=P.seed)
-runs7["random_forest_7class"] = experiment.train_classical(forest7, seven, class_names=classes7,
+runs7["random_forest_7class"] = experiment.train_classical(new_forest(), seven, class_names=classes7,
                                                            record={**fields7, "model": "random_forest_7class", "input": "52 blendshapes"})
 table7 = experiment.show_results(runs7)
 display(Markdown(f"Anchor, **reported elsewhere, not measured here**: random forest on 52 blendshapes "
