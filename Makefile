@@ -10,6 +10,9 @@ RUN := $(PY) -m fer_lib.runner
 # Full-profile chapters cheap enough for nbval to re-execute in CI when the full data is present
 # ($FER_DATA_DIR): their checked cells guard the data layer against regressions.
 NBVAL_FULL := book/executed/full/01_data.ipynb
+# Chapters whose `sample` profile `make test` also executes (a papermill run fails on any error): their
+# sample runs use code paths the tiny smoke subsets cannot reach (e.g. every fold of a cross-validation).
+SAMPLE_IN_CI := 08_sketches
 
 .PHONY: help venv book execute chapter render test smoke sample-data clean
 
@@ -17,7 +20,7 @@ help:
 	@echo "make book [PROFILE=sample|full|smoke]   execute every chapter, then build the HTML book"
 	@echo "make chapter CH=01_data [PROFILE=...]    execute one chapter"
 	@echo "make render [PROFILE=full]               build the HTML book from executed notebooks only"
-	@echo "make test                                unit tests + nbval over the smoke-executed chapters"
+	@echo "make test                                unit tests + nbval over the smoke-executed chapters (+ sample runs of $(SAMPLE_IN_CI))"
 	@echo "make venv                                create/update $(VENV) with the pinned stack"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -45,6 +48,7 @@ smoke: venv
 	$(RUN) execute --profile smoke
 
 test: smoke
+	@for chapter in $(SAMPLE_IN_CI); do $(RUN) execute --profile sample --chapter $$chapter || exit 1; done
 	@if $(RUN) has-full-data; then full="$(NBVAL_FULL)"; else echo "nbval: full-profile notebooks not re-checked (set FER_DATA_DIR to the full data)"; full=""; fi; \
 	$(PY) -m pytest tests book/executed/smoke $$full --nbval-lax
 

@@ -11,12 +11,10 @@ in a test.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 
 import numpy as np
+import record
 
 import fer_lib
 from fer_lib import face_mesh
@@ -35,22 +33,18 @@ def main(argv=None):
     fer = fer_lib.load_fer2013(resolve_data_dir(args.data_dir))
     if args.limit:
         fer = fer.subset(np.arange(min(args.limit, len(fer))))
-    load_before = os.getloadavg()[0]  # other work on the machine slows the run: recorded beside the speed
+    load_before = record.load_average()
     started = time.perf_counter()
     features = face_mesh.extract_dataset(fer, n_jobs=args.n_jobs, chunk_size=args.chunk_size, cache=False)
     seconds = time.perf_counter() - started
     result = {
         "images": len(fer), "seconds": round(seconds, 1), "images_per_s": round(len(fer) / seconds, 1),
-        "coverage": round(features.coverage, 5), "n_jobs": args.n_jobs, "cores": os.cpu_count(),
-        "load_average_1min_before": round(load_before, 2),
+        "coverage": round(features.coverage, 5), "n_jobs": args.n_jobs,
         "attempts": [vars(a) for a in features.attempts],
         "found_by_attempt": {str(k): int(v) for k, v in features.attempts_table()["images"].items()},
-        "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+        **record.machine(load_before),
     }
-    print(json.dumps(result))
-    if args.out:
-        with open(args.out, "a") as handle:
-            handle.write(json.dumps(result) + "\n")
+    record.emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,15 @@ Chapters hold narrative, parameters, calls and figures; the logic they call live
 - :mod:`fer_lib.training` - the one training loop (early stopping, checkpoints, resume, budget, cache)
 - :mod:`fer_lib.tuning` - keras-tuner grid and random search over training and model hyper-parameters
 - :mod:`fer_lib.gradcam` - Grad-CAM heat maps and their share per face region
-- :mod:`fer_lib.experiment` - train → evaluate → record for every chapter; comparison with the best 2D model
+- :mod:`fer_lib.experiment` - train → evaluate → record for every chapter; subject-grouped cross-validation; comparison with the best 2D model
 - :mod:`fer_lib.face_mesh` - MediaPipe landmarks, blendshapes and head pose for whole datasets (cached)
 - :mod:`fer_lib.landmarks` - the 478×3 landmark representation: normalisation, SMOTE, its models
 - :mod:`fer_lib.voxels` - voxel grids of the landmarks (occupancy, Gaussian splatting) and 3D-CNNs
 - :mod:`fer_lib.mesh` - the face mesh: edges, triangles, edge lengths, normals, graph convolutions
 - :mod:`fer_lib.blendshapes` - the 52 blendshapes: augmentation before extraction, relevance rule, LSTM / Dense / MLP / forest
 - :mod:`fer_lib.stream` - a model frame by frame over a video or camera; flicker (flip rate, time to settle)
+- :mod:`fer_lib.sketches` - dlib-68 emotion sketches (the ES study): landmarks, normalisation, drawing; VGG11 / ResNet50 / CapsNet
+- :mod:`fer_lib.capsules` - capsule layers with dynamic routing (CapsNet)
 """
 from .data import FaceDataset, LoadReport, load_ckplus, load_dataset, load_fer2013, load_jaffe
 from .labels import LABEL_SETS, get_label_set

@@ -70,6 +70,38 @@ class LoadReport:
         return "\n".join(lines)
 
 
+class PerImageColumns:
+    """For dataclasses holding one row per image of a dataset (an extraction's results), keyed by image
+    ``ids``: the fields listed in ``PER_IMAGE`` follow :meth:`subset` and :meth:`for_dataset`, and
+    :meth:`check_aligned` refuses a dataset of other images. ``MADE_BY`` names the function that makes
+    the rows, for the error messages."""
+
+    PER_IMAGE: ClassVar[tuple[str, ...]] = ("ids",)
+    MADE_BY: ClassVar[str] = "the extraction"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index):
+        """The rows of some images (a boolean mask or an index array), as ``FaceDataset.subset`` does."""
+        index = np.asarray(index)
+        return replace(self, **{key: getattr(self, key)[index] for key in self.PER_IMAGE})
+
+    def for_dataset(self, dataset):
+        """The rows of ``dataset``'s images, looked up by id (``dataset`` drawn from the one these describe)."""
+        position = pd.Index(self.ids).get_indexer(dataset.ids)
+        if (position < 0).any():
+            raise KeyError(f"{int((position < 0).sum())} images of {dataset.name} were not extracted "
+                           f"(first: {dataset.ids[position < 0][0]}); run {self.MADE_BY} on them")
+        return self.subset(position)
+
+    def check_aligned(self, dataset) -> None:
+        """Raise unless these rows describe ``dataset``'s images, in the same order."""
+        if len(dataset) != len(self) or not np.array_equal(np.asarray(dataset.ids).astype(str), self.ids.astype(str)):
+            raise ValueError(f"{type(self).__name__} and {dataset.name} are not aligned: use for_dataset({dataset.name}) "
+                             f"or run {self.MADE_BY} on it")
+
+
 @dataclass
 class FaceDataset:
     """Face images with labels, split, subject and a stable id per image.

@@ -39,6 +39,15 @@ class SplitArrays:
                    ids={s: np.asarray(dataset.ids)[i] for s, i in index.items()},
                    n_split=n_split or {s: len(i) for s, i in index.items()})
 
+    @classmethod
+    def for_found(cls, inputs, dataset, found, split_names=None) -> "SplitArrays":
+        """``inputs`` (one row per image of ``dataset``) of the images an extractor ``found`` (a mask), per
+        split (default: all of the dataset's); ``n_split`` keeps every image of a split, so coverage and
+        misses-counted-wrong accuracy stay right."""
+        split_names = split_names or dataset.splits
+        index = {s: np.flatnonzero((dataset.split == s) & found) for s in split_names}
+        return cls.from_indices(inputs, dataset, index, n_split={s: int((dataset.split == s).sum()) for s in split_names})
+
     def with_x(self, transform: Callable[[np.ndarray], np.ndarray]) -> "SplitArrays":
         """The same images and labels with every split's inputs transformed (e.g. landmarks → voxels)."""
         return SplitArrays({s: transform(x) for s, x in self.x.items()}, self.y, self.ids, self.n_split)
@@ -129,13 +138,17 @@ def train_classical(estimator, data: SplitArrays, *, class_names, record: dict[s
     return _evaluated(None, val_probabilities, test_probabilities, data, class_names, record, fields, n_boot, seed)
 
 
-def best_record(profile: str, representation: str, label_set: str = "emotion7") -> dict[str, Any]:
-    """The recorded model of a representation (under ``label_set``) with the best PublicTest accuracy
-    (selection never looks at PrivateTest)."""
+def best_record(profile: str, representation: str, label_set: str = "emotion7", dataset: str = "fer2013",
+                split: str = TEST) -> dict[str, Any]:
+    """The recorded model of a representation (under ``label_set``, on ``dataset``'s ``split``) with the
+    best PublicTest accuracy (selection never looks at PrivateTest). Cross-validated records (other
+    datasets and splits) never compete with FER2013's."""
     table = results.load_records(profile)
-    rows = table[(table.representation == representation) & (table.label_set == label_set)] if len(table) else table
+    rows = table[(table.representation == representation) & (table.label_set == label_set)
+                 & (table.dataset == dataset) & (table.split == split)] if len(table) else table
     if not len(rows):
-        raise FileNotFoundError(f"no {representation} records under {label_set} in results/{profile}: run its chapter first")
+        raise FileNotFoundError(f"no {representation} records under {label_set} on {dataset} {split} in "
+                                f"results/{profile}: run its chapter first")
     return rows.loc[rows.val_accuracy.idxmax()].to_dict()
 
 
@@ -278,3 +291,101 @@ def answer_rq(profile: str, chapter: str, runs: dict[str, Trained], data: SplitA
     results_dir(profile).mkdir(parents=True, exist_ok=True)
     pd.DataFrame([{"model": best, **paired}]).to_csv(results_dir(profile) / f"{chapter}__versus_2d.csv", index=False)
     return {"model": best, **paired}
+
+
+# --------------------------------------------------------------------------------------------------
+# Cross-validation by subject: datasets without an official split (JAFFE, CK+)
+
+
+def subject_folds(groups, y, scheme: str | int, seed: int = 0) -> list[np.ndarray]:
+    """Test indices of each fold, no subject on both sides: ``"loso"`` (one fold per subject, in sorted
+    order) or ``k`` (scikit-learn's StratifiedGroupKFold: k folds of whole subjects, classes balanced
+    as well as subjects allow)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups, y = np.asarray(groups).astype(str), np.asarray(y)
+    if scheme == "loso":
+        return [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    k = int(scheme)
+    if not 2 <= k <= len(np.unique(groups)):
+        raise ValueError(f"{k} folds need between 2 and {len(np.unique(groups))} (the number of subjects)")
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [test for _, test in splitter.split(np.zeros(len(y)), y, groups)]
+
+
+def inner_validation(train, groups, y, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``train`` split into (fit, validation) by whole subjects, about ``fraction`` of them for validation
+    (early stopping and the best epoch are chosen on it, so the test fold never informs training)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups, y = np.asarray(groups).astype(str)[train], np.asarray(y)[train]
+    n_groups = len(np.unique(groups))
+    splits = min(n_groups, max(2, round(1 / fraction)))
+    if n_groups < 2:
+        raise ValueError("inner validation needs at least two subjects in the training folds")
+    fit, val = next(StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed).split(
+        np.zeros(len(y)), y, groups))
+    return train[fit], train[val]
+
+
+@dataclass
+class CrossValidated:
+    """A model evaluated on folds: the record over every image (each predicted once, by the model that did
+    not train on its subject), the per-fold table, and the out-of-fold scores."""
+
+    record: dict[str, Any]
+    folds: pd.DataFrame
+    probabilities: np.ndarray
+    fits: list
+
+
+def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.ndarray], config: training.TrainConfig, *,
+                   cache_name: str, options: dict[str, Any], class_names, record: dict[str, Any] | None,
+                   n_split: int | None = None, val_fraction: float = 0.15, n_boot: int = 1000) -> CrossValidated:
+    """Train ``build()`` once per fold on the images outside it (early stopping on a subject-disjoint part of
+    them, :func:`inner_validation`), predict the fold, and evaluate the pooled out-of-fold predictions with
+    :func:`fer_lib.results.evaluate` (bootstrap CIs over images). Each fold's model is cached and resumes
+    like any :func:`fer_lib.training.fit`. With ``record`` (its identifying fields, ``split`` naming the
+    protocol), the record and the per-image predictions of the tested images are written. ``n_split``:
+    images the protocol tests before the extractor lost some (coverage; default: the tested images).
+
+    Folds that do not cover every image (a single query set) test only theirs; an image in two folds
+    is an error. ``probabilities`` has NaN rows for untested images."""
+    x, y, groups, ids = np.asarray(x), np.asarray(y), np.asarray(groups).astype(str), np.asarray(ids)
+    tested = np.concatenate(folds) if len(folds) else np.empty(0, int)
+    if len(np.unique(tested)) != len(tested):
+        raise ValueError("an image is in more than one test fold: folds must not overlap")
+    tested = np.sort(tested)
+    probabilities = np.full((len(y), len(class_names)), np.nan)
+    rows, fits = [], []
+    for number, test in enumerate(folds):
+        train = np.setdiff1d(np.arange(len(y)), test)
+        fit_index, val_index = inner_validation(train, groups, y, val_fraction, seed=config.seed + number)
+        fitted = training.fit(build, x[fit_index], y[fit_index], x[val_index], y[val_index], config,
+                              name=f"{cache_name}-fold{number:02d}", options=options, verbose=0)
+        probabilities[test], infer_ms = training.predict(fitted.model, x[test])
+        val_accuracy = float((training.predict(fitted.model, x[val_index])[0].argmax(1) == y[val_index]).mean())
+        fits.append(fitted)
+        rows.append({"fold": number, "test subjects": ", ".join(np.unique(groups[test])[:3]) +
+                     (f" … ({len(np.unique(groups[test]))})" if len(np.unique(groups[test])) > 3 else ""),
+                     "test images": len(test), "accuracy": float((probabilities[test].argmax(1) == y[test]).mean()),
+                     "validation accuracy": val_accuracy, "epochs": fitted.epochs_run, "best epoch": fitted.best_epoch,
+                     "stopped by": fitted.stopped_by, "train s": fitted.train_seconds, "infer ms/image": infer_ms,
+                     "from cache": fitted.from_cache})
+    table = pd.DataFrame(rows)
+    metrics = results.evaluate(y[tested], probabilities[tested], class_names, n_split=n_split, n_boot=n_boot,
+                               seed=config.seed)
+    fields = {"train_seconds": float(table["train s"].sum()), "infer_ms_per_image": float(table["infer ms/image"].mean()),
+              "n_params": int(fits[0].model.count_params()), "n_folds": len(folds),
+              "fold_accuracy_mean": float(table.accuracy.mean()), "fold_accuracy_std": float(table.accuracy.std(ddof=0)),
+              "val_accuracy": float(table["validation accuracy"].mean()), "epochs_run": int(table.epochs.sum()),
+              "stopped_by": table["stopped by"].value_counts().to_dict(), "device": fits[0].device,
+              "training": asdict(config)}
+    if record is None:
+        full = {**metrics, **fields}
+    else:
+        record = dict(record)
+        full = results.make_record(metrics, split=record.pop("split"), **fields, **record)
+        results.write_record(full)
+        results.write_predictions(full, ids[tested], y[tested], probabilities[tested])
+    return CrossValidated(full, table, probabilities, fits)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .data import PerImageColumns
 from .paths import PACKAGE_DIR, face_landmarker_path, repo_root, sha256
 
 N_LANDMARKS = 478
@@ -220,7 +221,7 @@ class FaceMeshExtractor:
 
 
 @dataclass
-class FaceMeshFeatures:
+class FaceMeshFeatures(PerImageColumns):
     """MediaPipe's view of every image of a dataset, aligned with its ``ids`` (misses: NaN features)."""
 
     ids: np.ndarray
@@ -235,9 +236,7 @@ class FaceMeshFeatures:
 
     #: the fields holding one entry per image (the rest describe the extraction)
     PER_IMAGE: ClassVar[tuple[str, ...]] = ("ids", "detected", "landmarks", "blendshapes", "matrix", "attempt", "ms")
-
-    def __len__(self) -> int:
-        return len(self.ids)
+    MADE_BY: ClassVar[str] = "extract_dataset"
 
     @property
     def coverage(self) -> float:
@@ -251,19 +250,6 @@ class FaceMeshFeatures:
         table = pd.DataFrame(rows, index=["images", "faces found"]).T
         table["coverage"] = table["faces found"] / table["images"].clip(lower=1)
         return table
-
-    def subset(self, index) -> "FaceMeshFeatures":
-        """The features of some images (a boolean mask or an index array), as ``dataset.subset`` does."""
-        index = np.asarray(index)
-        return replace(self, **{key: getattr(self, key)[index] for key in self.PER_IMAGE})
-
-    def for_dataset(self, dataset) -> "FaceMeshFeatures":
-        """The features of ``dataset``'s images, looked up by id (``dataset`` drawn from the extracted one)."""
-        position = pd.Index(self.ids).get_indexer(dataset.ids)
-        if (position < 0).any():
-            raise KeyError(f"{int((position < 0).sum())} images of {dataset.name} were not extracted "
-                           f"(first: {dataset.ids[position < 0][0]}); run extract_dataset on them")
-        return self.subset(position)
 
     @classmethod
     def concatenate(cls, parts: list["FaceMeshFeatures"]) -> "FaceMeshFeatures":
@@ -282,15 +268,7 @@ class FaceMeshFeatures:
         from .experiment import SplitArrays
 
         self.check_aligned(dataset)
-        split_names = split_names or dataset.splits
-        index = {s: np.flatnonzero((dataset.split == s) & self.detected) for s in split_names}
-        return SplitArrays.from_indices(inputs, dataset, index,
-                                        n_split={s: int((dataset.split == s).sum()) for s in split_names})
-
-    def check_aligned(self, dataset) -> None:
-        """Raise unless these features were extracted from ``dataset`` (same images, same order)."""
-        if len(dataset) != len(self) or not np.array_equal(dataset.ids, self.ids):
-            raise ValueError("features and dataset are not aligned: extract them from this dataset")
+        return SplitArrays.for_found(inputs, dataset, self.detected, split_names)
 
     def misses_table(self, dataset) -> pd.DataFrame:
         """Images without a face per class (rows) and split (columns), with totals and percentages."""

@@ -99,15 +99,28 @@ def augmentation(flip: bool = True, rotation: float = 0.1, contrast: tuple[float
 
 
 @keras.saving.register_keras_serializable(package="fer_lib")
+def margin_loss(y_true, y_pred, m_plus: float = 0.9, m_minus: float = 0.1, down_weight: float = 0.5):
+    """CapsNet's margin loss on one-hot targets and class-capsule lengths: a present class is pushed above
+    ``m_plus``, an absent one below ``m_minus`` (its term down-weighted), summed over classes."""
+    present = y_true * ops.square(ops.relu(m_plus - y_pred))
+    absent = down_weight * (1.0 - y_true) * ops.square(ops.relu(y_pred - m_minus))
+    return ops.sum(present + absent, axis=-1)
+
+
+#: losses of this package that OneHotLoss accepts by name beside Keras' own
+_OWN_LOSSES = {"margin": margin_loss}
+
+
+@keras.saving.register_keras_serializable(package="fer_lib")
 class OneHotLoss(keras.losses.Loss):
     """A Keras loss on one-hot targets (``categorical_crossentropy``, ``categorical_focal_crossentropy``,
-    ``mean_squared_error``) applied to integer labels: every chapter keeps its labels as class indices,
-    so the loss ablations change only this, not the data."""
+    ``mean_squared_error``, or CapsNet's ``margin``) applied to integer labels: every chapter keeps its
+    labels as class indices, so the loss ablations change only this, not the data."""
 
     def __init__(self, loss: str = "categorical_crossentropy", name: str | None = None, **kwargs):
         super().__init__(name=name or f"onehot_{loss}", **kwargs)
         self.loss = loss
-        self.inner = keras.losses.get(loss)
+        self.inner = _OWN_LOSSES.get(loss) or keras.losses.get(loss)
 
     def call(self, y_true, y_pred):
         labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")

@@ -130,6 +130,26 @@ def evaluate(
     return record
 
 
+def one_vs_rest_table(record: dict[str, Any]) -> pd.DataFrame:
+    """Per class, from a record's confusion matrix: TP, TN, FP, FN, one-vs-rest accuracy, precision, recall
+    and F1 (the emotion-sketch study's Table V), and a ``macro`` row averaging the rates."""
+    cm = np.asarray(record["confusion"], dtype=float)
+    total = cm.sum()
+    tp = np.diag(cm)
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    tn = total - tp - fp - fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    counts = {"TP": tp, "TN": tn, "FP": fp, "FN": fn}
+    table = pd.DataFrame({**counts, "accuracy": (tp + tn) / max(total, 1), "precision": precision, "recall": recall,
+                          "F1": f1}, index=record["class_order"])
+    present = (tp + fn) > 0  # macro over the classes present, as evaluate() does
+    table.loc["macro"] = [np.nan] * 4 + table.loc[present, ["accuracy", "precision", "recall", "F1"]].mean().tolist()
+    return table.astype({name: "Int64" for name in counts})  # counts stay integers; the macro row has none
+
+
 def _macro_auc(y_true, y_prob, labels) -> float | None:
     """One-vs-rest macro AUC over the classes present in ``y_true`` (None if fewer than two)."""
     present = [c for c in labels if (y_true == c).any() and (y_true != c).any()]
