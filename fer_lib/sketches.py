@@ -643,9 +643,7 @@ def load_weights_file(model, path) -> list[str]:
     (:func:`transfer_weights`). ``.weights.h5``: Keras weights of a model of the same architecture; layers
     whose shapes differ (the class layer of another label set) are skipped. A file that fits no layer is
     an error, never a silent from-scratch model."""
-    import keras
-
-    from . import capsules, layers  # noqa: F401 - registers the custom layers a saved model uses
+    from .training import load_model
 
     path = Path(path)
     if not path.is_absolute() and not path.is_file():
@@ -653,7 +651,7 @@ def load_weights_file(model, path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.name.endswith(".keras"):
-        copied = transfer_weights(keras.saving.load_model(path, compile=False), model)
+        copied = transfer_weights(load_model(path, compile=False), model)
     elif path.name.endswith(".weights.h5"):
         before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers}
         model.load_weights(path, skip_mismatch=True)

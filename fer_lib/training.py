@@ -231,6 +231,17 @@ def _read_history(csv_path: Path) -> list[dict[str, float]]:
     return [{k: float(v) for k, v in row.items()} for row in table.to_dict("records")]
 
 
+def load_model(path, compile: bool = True):
+    """A saved ``.keras`` model of this book. Registers ``fer_lib``'s custom layers first (Keras finds a
+    custom class only once its module is imported), so a cached CapsNet or mesh model loads in a fresh
+    process that never built one."""
+    import keras
+
+    from . import capsules as _capsule_layers, layers as _custom_layers  # noqa: F401 - registration side effect
+
+    return keras.saving.load_model(path, compile=compile)
+
+
 def fit(
     build: Callable[[], Any],
     x_train, y_train, x_val, y_val,
@@ -251,8 +262,6 @@ def fit(
     """
     import keras
 
-    from . import layers as _custom_layers  # noqa: F401 - registers the custom layers a saved model uses
-
     key = hashlib.sha256(json.dumps(
         [name, options or {}, config_key(config), array_digest(x_train, y_train, x_val, y_val), keras.__version__],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -260,7 +269,7 @@ def fit(
     model_path, meta_path = run_dir / "model.keras", run_dir / "fit.json"
     if cache and model_path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        model = keras.saving.load_model(model_path)
+        model = load_model(model_path)
         return FitResult.from_meta(model, meta, run_dir, from_cache=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     history_path, best_path = run_dir / "history.csv", run_dir / "best.weights.h5"

@@ -2,11 +2,15 @@
 lost faces, the networks (CapsNet round trip, weights files) and the subject-wise folds."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from fer_lib import experiment, face_mesh, results, sketches, training
 from fer_lib.capsules import ClassCapsules
+from fer_lib.paths import repo_root
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +193,13 @@ def test_capsnet_saves_and_loads_with_its_routing(tmp_path):
     loaded = keras.saving.load_model(path)
     assert np.allclose(loaded.predict(x, verbose=0), before, atol=1e-6)
     assert loaded.get_layer("class_capsules").routings == 5
+    # A cached CapsNet is read back by a fresh process (a chapter resumed from cache/models) that never
+    # imported fer_lib.capsules: training.load_model must register the capsule layers itself.
+    script = (f"import numpy as np; from fer_lib import training; m = training.load_model({str(path)!r}); "
+              f"print(m.get_layer('class_capsules').routings)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo_root())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "5"
 
 
 def test_routing_changes_the_output_and_margin_loss_trains():
