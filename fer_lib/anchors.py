@@ -27,6 +27,8 @@ SEED_RESULTS: dict[str, dict[str, tuple[float, str]]] = {
     "3D-CNN on video": {
         "CK+ LOSO": (0.9756, "accuracy, leave-one-subject-out"),
         "CK+ 10-fold": (1.00, "accuracy, 10-fold cross-validation"),
+        "Oulu-CASIA 10-fold": (0.8417, "accuracy, 10-fold cross-validation"),
+        "trials": (800, "Optuna TPE trials, more than this many"),
     },
     "Emotion sketches": {
         "time per sketch": (3.1, "seconds to make one dlib-68 sketch"),

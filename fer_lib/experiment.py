@@ -341,7 +341,10 @@ class CrossValidated:
 
 def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.ndarray], config: training.TrainConfig, *,
                    cache_name: str, options: dict[str, Any], class_names, record: dict[str, Any] | None,
-                   n_split: int | None = None, val_fraction: float = 0.15, n_boot: int = 1000) -> CrossValidated:
+                   n_split: int | None = None, val_fraction: float = 0.15, n_boot: int = 1000,
+                   augment: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
+                   after_fold: Callable[[int, float], None] | None = None,
+                   callbacks: Callable[[], list] | None = None) -> CrossValidated:
     """Train ``build()`` once per fold on the images outside it (early stopping on a subject-disjoint part of
     them, :func:`inner_validation`), predict the fold, and evaluate the pooled out-of-fold predictions with
     :func:`fer_lib.results.evaluate` (bootstrap CIs over images). Each fold's model is cached and resumes
@@ -350,7 +353,13 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
     images the protocol tests before the extractor lost some (coverage; default: the tested images).
 
     Folds that do not cover every image (a single query set) test only theirs; an image in two folds
-    is an error. ``probabilities`` has NaN rows for untested images."""
+    is an error. ``probabilities`` has NaN rows for untested images.
+
+    ``augment(x, y, seed)`` enlarges each fold's training part only (never its validation or test
+    images), e.g. the video study's per-class copies. ``after_fold(fold, accuracy)`` is called after each
+    fold with the accuracy on the images tested so far (an Optuna trial reports it and may stop there).
+    ``callbacks()`` makes fresh extra Keras callbacks for each fold's fit (e.g. Lookahead); they do not
+    enter the cache key, so what they change must be in ``options``."""
     x, y, groups, ids = np.asarray(x), np.asarray(y), np.asarray(groups).astype(str), np.asarray(ids)
     tested = np.concatenate(folds) if len(folds) else np.empty(0, int)
     if len(np.unique(tested)) != len(tested):
@@ -361,8 +370,12 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
     for number, test in enumerate(folds):
         train = np.setdiff1d(np.arange(len(y)), test)
         fit_index, val_index = inner_validation(train, groups, y, val_fraction, seed=config.seed + number)
-        fitted = training.fit(build, x[fit_index], y[fit_index], x[val_index], y[val_index], config,
-                              name=f"{cache_name}-fold{number:02d}", options=options, verbose=0)
+        x_fit, y_fit = x[fit_index], y[fit_index]
+        if augment is not None:
+            x_fit, y_fit = augment(x_fit, y_fit, config.seed + number)
+        fitted = training.fit(build, x_fit, y_fit, x[val_index], y[val_index], config,
+                              name=f"{cache_name}-fold{number:02d}", options=options, verbose=0,
+                              callbacks=callbacks() if callbacks else None)
         probabilities[test], infer_ms = training.predict(fitted.model, x[test])
         val_accuracy = float((training.predict(fitted.model, x[val_index])[0].argmax(1) == y[val_index]).mean())
         fits.append(fitted)
@@ -372,6 +385,9 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
                      "validation accuracy": val_accuracy, "epochs": fitted.epochs_run, "best epoch": fitted.best_epoch,
                      "stopped by": fitted.stopped_by, "train s": fitted.train_seconds, "infer ms/image": infer_ms,
                      "from cache": fitted.from_cache})
+        if after_fold is not None:
+            done = np.concatenate(folds[:number + 1])
+            after_fold(number, float((probabilities[done].argmax(1) == y[done]).mean()))
     table = pd.DataFrame(rows)
     metrics = results.evaluate(y[tested], probabilities[tested], class_names, n_split=n_split, n_boot=n_boot,
                                seed=config.seed)
@@ -389,3 +405,23 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
         results.write_record(full)
         results.write_predictions(full, ids[tested], y[tested], probabilities[tested])
     return CrossValidated(full, table, probabilities, fits)
+
+
+def compare_folds(a: CrossValidated, b: CrossValidated, y, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Two models cross-validated on the same folds: the mean of the per-fold accuracy differences (a − b)
+    with the Wilcoxon signed-rank p-value across folds (zero differences split), and the pooled paired
+    comparison over every tested image (bootstrap CI, McNemar p; :func:`fer_lib.results.paired_difference`)."""
+    from scipy.stats import wilcoxon
+
+    if len(a.folds) != len(b.folds) or not np.array_equal(a.folds["test images"], b.folds["test images"]):
+        raise ValueError("the two models were not cross-validated on the same folds")
+    tested = ~np.isnan(a.probabilities[:, 0])
+    if not np.array_equal(tested, ~np.isnan(b.probabilities[:, 0])):
+        raise ValueError("the two models tested different images")
+    y = np.asarray(y)
+    differences = a.folds.accuracy.to_numpy() - b.folds.accuracy.to_numpy()
+    p_folds = float(wilcoxon(differences, zero_method="zsplit").pvalue) if np.any(differences) else 1.0
+    pooled = results.paired_difference(y[tested], a.probabilities[tested].argmax(1), b.probabilities[tested].argmax(1),
+                                       n_boot=n_boot, seed=seed)
+    return {"fold_difference_mean": float(differences.mean()), "folds_a_better": int((differences > 0).sum()),
+            "folds_b_better": int((differences < 0).sum()), "wilcoxon_p": p_folds, **pooled}
