@@ -166,8 +166,10 @@ display(Markdown(f"With the default choices the network has **{network.count_par
 # scores it by the accuracy over every clip, each predicted by the model that did not train on its
 # subject; after each fold the running score goes to Optuna's median pruner, which stops a trial that
 # is doing worse than the median of earlier trials at the same fold. The study lives in an Optuna
-# storage — SQLite under `cache/video_search/` unless `search.storage` names another — so the search
-# resumes where it stopped, and more workers can join it from a shell on this or another machine:
+# storage — a SQLite file named by `search.storage` (the full profile's is `results/full/09_video__search.db`,
+# committed, so a fresh clone re-reads every trial), else under `cache/video_search/`, or any database
+# URL — so the search resumes where it stopped, and more workers can join it from a shell on this or
+# another machine:
 #
 #     python -m fer_lib.video search --profile full --trials 40 [--storage postgresql://…]
 #
@@ -175,7 +177,7 @@ display(Markdown(f"With the default choices the network has **{network.count_par
 # one more worker, and then reads every trial, whoever ran it.
 
 # %% tags=["hide-input"]
-storage = P.search["storage"] or video.default_storage(profile)
+storage = video.storage_location(P.search["storage"], profile)
 study = video.open_study(storage, P.search["study_name"], seed=P.seed, pruner_startup=P.search["pruner_startup_trials"])
 search_started = time.perf_counter()
 video.run_search(experiment_, study, P.search["trials"], search_folds, log=None)

@@ -556,11 +556,20 @@ def open_study(location, study_name: str, seed: int | None = 0, pruner_startup: 
     """The study (created by the first worker, loaded by the others): TPE (seeded), maximising
     cross-validated accuracy, median pruning on the running accuracy after each fold."""
     import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=storage(location), study_name=study_name, direction="maximize",
-                               load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
-                               pruner=optuna.pruners.MedianPruner(n_startup_trials=pruner_startup, n_warmup_steps=0))
+    for attempt in range(5):
+        try:
+            return optuna.create_study(storage=storage(location), study_name=study_name, direction="maximize",
+                                       load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=pruner_startup, n_warmup_steps=0))
+        except (IntegrityError, OperationalError):
+            # Two workers initialising a fresh database at once (tables, Alembic's version stamp): one loses
+            # the race, and finds the schema there when it tries again.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
 
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -687,10 +696,15 @@ def experiment_from_params(P) -> tuple[VideoExperiment, list[np.ndarray]]:
     return video, folds
 
 
-def default_storage(profile: str) -> str:
+def storage_location(setting: str | None, profile: str) -> str:
+    """Where a profile's search lives: a URL as given; a path relative to the book's root (the full
+    profile keeps its study in ``results/full/`` so a fresh clone resumes or re-reads the search);
+    ``None``: ``cache/video_search/<profile>.db``."""
     from .paths import repo_root
 
-    return str(repo_root() / "cache" / "video_search" / f"{profile}.db")
+    if setting and "://" in str(setting):
+        return str(setting)
+    return str(repo_root() / (setting or Path("cache") / "video_search" / f"{profile}.db"))
 
 
 def main(argv=None) -> None:
@@ -709,7 +723,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     P = load_params(args.profile, chapter="09_video", data_dir=args.data_dir)
     experiment, folds = experiment_from_params(P)
-    study = open_study(args.storage or default_storage(args.profile), args.study or P.search["study_name"],
+    study = open_study(args.storage or storage_location(P.search["storage"], args.profile), args.study or P.search["study_name"],
                        seed=args.seed, pruner_startup=P.search["pruner_startup_trials"])
     ran = run_search(experiment, study, args.trials or P.search["trials"], folds)
     print(f"worker done: ran {ran} trial(s); the study has {_finished(study)} finished")

@@ -195,7 +195,7 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     workers = [subprocess.Popen(command + ["--seed", str(seed)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True) for seed in (1, 2)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
-    assert all(worker.returncode == 0 for worker in workers), outputs
+    assert all(worker.returncode == 0 for worker in workers), "\n----\n".join(o[-2500:] for o in outputs)
     study = optuna.load_study(study_name="two-workers", storage=storage)
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert sorted(t.number for t in finished) == list(range(n_trials))
