@@ -12,15 +12,16 @@ RUN := $(PY) -m fer_lib.runner
 NBVAL_FULL := book/executed/full/01_data.ipynb
 # Chapters whose `sample` profile `make test` also executes (a papermill run fails on any error): their
 # sample runs use code paths the tiny smoke subsets cannot reach (e.g. every fold of a cross-validation).
-SAMPLE_IN_CI := 08_sketches
+SAMPLE_IN_CI := 08_sketches 09_video
 
-.PHONY: help venv book execute chapter render test smoke sample-data clean
+.PHONY: help venv book execute chapter render test smoke sample-data clean train
 
 help:
 	@echo "make book [PROFILE=sample|full|smoke]   execute every chapter, then build the HTML book"
 	@echo "make chapter CH=01_data [PROFILE=...]    execute one chapter"
 	@echo "make render [PROFILE=full]               build the HTML book from executed notebooks only"
 	@echo "make test                                unit tests + nbval over the smoke-executed chapters (+ sample runs of $(SAMPLE_IN_CI))"
+	@echo "make train [PROFILE=full]                train chapter 3's converged 2D models in the background"
 	@echo "make venv                                create/update $(VENV) with the pinned stack"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -51,6 +52,13 @@ test: smoke
 	@for chapter in $(SAMPLE_IN_CI); do $(RUN) execute --profile sample --chapter $$chapter || exit 1; done
 	@if $(RUN) has-full-data; then full="$(NBVAL_FULL)"; else echo "nbval: full-profile notebooks not re-checked (set FER_DATA_DIR to the full data)"; full=""; fi; \
 	$(PY) -m pytest tests book/executed/smoke $$full --nbval-lax
+
+# Chapter 3's converged models take hours on a CPU: train them in the background (resumable; a progress
+# line per epoch in cache/logs/03_rq1_2d-$(PROFILE).log), then `make chapter CH=03_rq1_2d PROFILE=...`.
+train: venv
+	@mkdir -p cache/logs
+	nohup $(PY) -m fer_lib.pixels train --profile $(PROFILE) > cache/logs/03_rq1_2d-$(PROFILE).out 2>&1 &
+	@echo "training in the background: tail -f cache/logs/03_rq1_2d-$(PROFILE).log"
 
 sample-data: venv
 	@test -n "$$FER_DATA_DIR" || { echo "set FER_DATA_DIR to the folder with the full .npz archives"; exit 2; }

@@ -81,7 +81,7 @@ class Trained:
 def train_and_evaluate(build: Callable[[], Any], data: SplitArrays, config: training.TrainConfig, *,
                        cache_name: str, options: dict[str, Any], class_names, record: dict[str, Any] | None,
                        x_train: np.ndarray | None = None, y_train: np.ndarray | None = None,
-                       n_boot: int = 1000, verbose: int = 2) -> Trained:
+                       n_boot: int = 1000, verbose: int = 2, log_path=None) -> Trained:
     """Fit ``build()`` on Training (or the given ``x_train``/``y_train``, e.g. a SMOTE-resampled or
     class-capped set), early-stop on PublicTest, evaluate PrivateTest.
 
@@ -92,13 +92,15 @@ def train_and_evaluate(build: Callable[[], Any], data: SplitArrays, config: trai
     x_train = data.x[TRAIN] if x_train is None else x_train
     y_train = data.y[TRAIN] if y_train is None else y_train
     fitted = training.fit(build, x_train, y_train, data.x[VAL], data.y[VAL], config, name=cache_name,
-                          options=options, verbose=verbose)
+                          options=options, verbose=verbose, log_path=log_path)
     val_probabilities, _ = training.predict(fitted.model, data.x[VAL])
     test_probabilities, infer_ms = training.predict(fitted.model, data.x[TEST])
     summary = {k: v for k, v in fitted.summary.items() if k in ("epochs_run", "best_epoch", "stopped_by", "device")}
     extra = {"training": asdict(config), "n_train": int(len(y_train)), **summary}
     timing = {"train_seconds": fitted.train_seconds, "infer_ms_per_image": infer_ms,
-              "n_params": int(fitted.model.count_params())}
+              "n_params": int(fitted.model.count_params()),
+              # images through training per second (epochs × training set / time; validation passes included)
+              "train_images_per_s": len(y_train) * fitted.epochs_run / fitted.train_seconds if fitted.train_seconds else None}
     return _evaluated(fitted, val_probabilities, test_probabilities, data, class_names, record, {**timing, **extra},
                       n_boot, config.seed)
 
@@ -116,6 +118,7 @@ def _evaluated(fitted, val_probabilities, test_probabilities, data: SplitArrays,
         full = results.make_record(metrics, split=TEST, **fields, **record)
         results.write_record(full)
         results.write_predictions(full, data.ids[TEST], data.y[TEST], test_probabilities)
+        results.write_predictions(full, data.ids[VAL], data.y[VAL], val_probabilities, split=results.SELECTION)
     return Trained(full, fitted, val_probabilities, test_probabilities)
 
 
@@ -187,13 +190,14 @@ def versus_2d(profile: str, name: str, ids, y_true, y_pred, n_split: int, n_boot
 def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, int], Callable[[], Any]],
                inputs: dict[str, SplitArrays], base: training.TrainConfig, cache_prefix: str,
                record: dict[str, Any], class_names, x_train=None, y_train=None,
-               ensemble: bool = False) -> dict[str, Trained]:
+               ensemble: bool = False, log_path=None) -> dict[str, Trained]:
     """Train, evaluate and record every model of a chapter's ``models`` block (and, with ``ensemble``,
     the average of them all as one more model, ``"ensemble"``: see :func:`average_models`).
 
     A spec is ``{model: <builder name, default the label>, input: <key of inputs, default the only
-    one>, options: {...}, time_budget_min: <minutes or null>}``; each label becomes a record's
-    ``model``. ``build(model, options, seed)`` returns the zero-argument builder ``fit`` calls.
+    one>, options: {...}, training: {<TrainConfig fields that differ from base>}, time_budget_min:
+    <minutes or null>}``; each label becomes a record's ``model``. ``build(model, options, seed)``
+    returns the zero-argument builder ``fit`` calls. ``log_path``: a progress line per epoch there.
     """
     runs = {}
     for label, spec in specs.items():
@@ -203,12 +207,12 @@ def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, 
             raise KeyError(f"model {label!r}: input {spec.get('input')!r} is not one of {sorted(inputs)}")
         options = dict(spec.get("options") or {})
         minutes = spec.get("time_budget_min")
-        config = base.with_(time_budget_s=None if minutes is None else 60 * minutes)
+        config = base.with_(**(spec.get("training") or {}), time_budget_s=None if minutes is None else 60 * minutes)
         runs[label] = train_and_evaluate(
             build(model, options, base.seed), inputs[input_name], config,
             cache_name=f"{cache_prefix}-{label}-{input_name}", options={"model": model, "input": input_name, **options},
             class_names=class_names, x_train=x_train, y_train=y_train, verbose=0,  # the summary line follows
-            record={**record, "model": label, "input": input_name, "options": options})
+            record={**record, "model": label, "input": input_name, "options": options}, log_path=log_path)
         fitted = runs[label].fitted
         print(f"{label}: {fitted.summary}{' (read from cache/models)' if fitted.from_cache else ''}")
     if ensemble and len(runs) > 1:  # every input holds the same images: any gives the labels and ids
@@ -218,15 +222,63 @@ def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, 
 
 
 def average_models(runs: dict[str, Trained], data: SplitArrays, class_names, record: dict[str, Any] | None,
-             n_boot: int = 1000, seed: int = 0) -> Trained:
-    """The trained models of ``runs`` as one: their class probabilities averaged (no training). Its
-    record sums the members' training time, inference time and parameters and names the members."""
-    val = np.mean([run.val_probabilities for run in runs.values()], axis=0)
-    test = np.mean([run.test_probabilities for run in runs.values()], axis=0)
-    fields = {key: float(sum(run.record[key] for run in runs.values())) for key in ("train_seconds", "infer_ms_per_image")}
-    fields.update(n_params=int(sum(run.record["n_params"] for run in runs.values())), members=list(runs),
-                  device=next(iter(runs.values())).record.get("device"))
+                   n_boot: int = 1000, seed: int = 0, weights: dict[str, float] | None = None) -> Trained:
+    """The trained models of ``runs`` as one: their class probabilities averaged, with ``weights`` (default
+    equal; e.g. from :func:`select_ensemble`) — no training. Its record sums the members' training time,
+    inference time and parameters and names the members (and their weights)."""
+    weights = {name: 1.0 for name in runs} if weights is None else {k: float(w) for k, w in weights.items() if w > 0}
+    unknown = set(weights) - set(runs)
+    if unknown or not weights:
+        raise ValueError(f"ensemble weights name no run or unknown runs {sorted(unknown)}; runs: {sorted(runs)}")
+    members = {name: runs[name] for name in weights}
+    total = sum(weights.values())
+    val = sum(weights[n] * run.val_probabilities for n, run in members.items()) / total
+    test = sum(weights[n] * run.test_probabilities for n, run in members.items()) / total
+    fields = {key: float(sum(run.record[key] for run in members.values())) for key in ("train_seconds", "infer_ms_per_image")}
+    fields.update(n_params=int(sum(run.record["n_params"] for run in members.values())), members=list(members),
+                  device=next(iter(members.values())).record.get("device"))
+    if len(set(weights.values())) > 1:
+        fields["member_weights"] = {name: round(w / total, 4) for name, w in weights.items()}
     return _evaluated(None, val, test, data, class_names, record, fields, n_boot, seed)
+
+
+def select_ensemble(val_probabilities: dict[str, np.ndarray], y_val, rounds: int = 25) -> dict[str, float]:
+    """Ensemble selection (Caruana et al., 2004) on the selection split only: starting from nothing, add
+    — with replacement — the model whose addition gives the average with the lowest log-loss on
+    ``y_val``, ``rounds`` times (a model that helps no more is simply not picked again). Returns each
+    picked model's weight (picks / rounds). Log-loss rather than accuracy: it rewards calibrated
+    probabilities and does not stall on ties."""
+    y_val = np.asarray(y_val)
+    names = list(val_probabilities)
+    if not names:
+        raise ValueError("no models to select an ensemble from")
+    picks: list[str] = []
+    total = np.zeros_like(next(iter(val_probabilities.values())), dtype=float)
+
+    def log_loss(probabilities):
+        return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y_val)), y_val], 1e-12, 1))))
+
+    for _ in range(rounds):
+        losses = {name: log_loss((total + val_probabilities[name]) / (len(picks) + 1)) for name in names}
+        best = min(losses, key=losses.get)
+        picks.append(best)
+        total += val_probabilities[best]
+    return {name: picks.count(name) / rounds for name in names if name in picks}
+
+
+def test_time_augmented(run: Trained, model_name: str, predict: Callable[[np.ndarray], tuple[np.ndarray, float]],
+                        data: SplitArrays, class_names, record: dict[str, Any] | None, n_boot: int = 1000,
+                        seed: int = 0) -> Trained:
+    """A trained model evaluated again with test-time augmentation: ``predict(x)`` returns averaged
+    probabilities and ms per image (e.g. :func:`fer_lib.pixels.predict_tta`). The record keeps the
+    model's training fields and replaces its predictions and inference time; ``model_name`` names it."""
+    val, _ = predict(data.x[VAL])
+    test, infer_ms = predict(data.x[TEST])
+    inherited = ("train_seconds", "n_params", "training", "n_train", "epochs_run", "best_epoch", "stopped_by", "device")
+    fields = {k: run.record[k] for k in inherited if k in run.record}
+    fields.update(infer_ms_per_image=infer_ms, base_model=run.record["model"])
+    record = None if record is None else {**record, "model": model_name}
+    return _evaluated(run.fitted, val, test, data, class_names, record, fields, n_boot, seed)
 
 
 def results_sentence(runs: dict[str, Trained]) -> str:

@@ -83,14 +83,20 @@ class PerImageNormalisation(keras.layers.Layer):
 
 
 def augmentation(flip: bool = True, rotation: float = 0.1, contrast: tuple[float, float] | None = (0.22, 2.2),
-                 noise: float = 8.0, seed: int = 0) -> keras.Sequential:
+                 noise: float = 8.0, shift: float | None = None, zoom: float | None = None,
+                 seed: int = 0) -> keras.Sequential:
     """Training-time augmentation on 0..255 pixels: horizontal flip, rotation (fraction of a full turn),
-    linear contrast 127 + α(v − 127), Gaussian noise (std in grey levels). Inactive at inference."""
+    shift (fraction of the side, both axes), zoom (fraction, in and out), linear contrast
+    127 + α(v − 127), Gaussian noise (std in grey levels). Inactive at inference."""
     layers = []
     if flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if rotation:
         layers.append(keras.layers.RandomRotation(rotation, fill_mode="nearest", seed=seed))
+    if shift:
+        layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed))
+    if zoom:
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="nearest", seed=seed))
     if contrast:
         layers.append(LinearContrast(*contrast, seed=seed))
     if noise:
@@ -117,14 +123,21 @@ class OneHotLoss(keras.losses.Loss):
     ``mean_squared_error``, or CapsNet's ``margin``) applied to integer labels: every chapter keeps its
     labels as class indices, so the loss ablations change only this, not the data."""
 
-    def __init__(self, loss: str = "categorical_crossentropy", name: str | None = None, **kwargs):
+    def __init__(self, loss: str = "categorical_crossentropy", label_smoothing: float = 0.0, name: str | None = None,
+                 **kwargs):
         super().__init__(name=name or f"onehot_{loss}", **kwargs)
-        self.loss = loss
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.loss, self.label_smoothing = loss, label_smoothing
         self.inner = _OWN_LOSSES.get(loss) or keras.losses.get(loss)
 
     def call(self, y_true, y_pred):
         labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-        return self.inner(ops.one_hot(labels, ops.shape(y_pred)[-1]), y_pred)
+        n_classes = ops.shape(y_pred)[-1]
+        targets = ops.one_hot(labels, n_classes)
+        if self.label_smoothing:  # (1 − ε) on the true class plus ε spread over all classes
+            targets = targets * (1.0 - self.label_smoothing) + self.label_smoothing / ops.cast(n_classes, targets.dtype)
+        return self.inner(targets, y_pred)
 
     def get_config(self):
-        return {**super().get_config(), "loss": self.loss}
+        return {**super().get_config(), "loss": self.loss, "label_smoothing": self.label_smoothing}

@@ -9,9 +9,16 @@ complete. 3-channel backbones repeat the grey channel inside the model.
 - :func:`resnet50`, :func:`vgg16` — Keras Applications backbones. ``weights=None`` trains from scratch
   (what this book can do offline); ``weights="imagenet"`` or a path to a weights file gives transfer
   learning for readers who can download them, with the backbone's own input scaling.
+- :func:`mini_xception` — Arriaga et al. (2017)'s ~60 k-parameter FER model as published: two plain
+  convolutions, four depthwise-separable residual modules, a convolutional classifier.
+- :func:`resnet18`, :func:`vgg` — ResNet-18 and VGG-11/13 sized for 48×48 faces on a CPU: the same
+  block structure as the ImageNet networks, with a width and (ResNet) stem stride as parameters, so an
+  epoch of FER2013 costs about a minute on 2 cores instead of the ImageNet shapes' ten.
 """
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +41,18 @@ def _stem(inputs, augmentation: dict | None, seed: int):
     if augmentation:
         x = augmentation_block(**augmentation, seed=seed)(x)
     return x
+
+
+def _normalised(x, method: str):
+    """``scale``: 0..255 → [−1, 1] (mini-Xception's published input); ``standard`` / ``minmax``: per image
+    (:class:`fer_lib.layers.PerImageNormalisation`)."""
+    from keras import layers
+
+    from .layers import PerImageNormalisation
+
+    if method == "scale":
+        return layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_to_unit")(x)
+    return PerImageNormalisation(method)(x)
 
 
 def study_cnn(n_classes: int, *, input_size: int = INPUT_SIZE, width: int = 32, dense_units: int = 256,
@@ -107,7 +126,162 @@ def vgg16(n_classes: int, *, input_size: int = INPUT_SIZE, resize_to: int | None
                         normalisation=normalisation, augmentation=augmentation, dropout=dropout, seed=seed)
 
 
-MODELS = {"study_cnn": study_cnn, "resnet50": resnet50, "vgg16": vgg16}
+def mini_xception(n_classes: int, *, input_size: int = INPUT_SIZE, l2: float = 0.01,
+                  widths: tuple[int, ...] = (16, 32, 64, 128), normalisation: str = "scale",
+                  augmentation: dict | None = None, seed: int = 0):
+    """mini-Xception (Arriaga, Valdenegro-Toro & Plöger, 2017) as published: conv(8)-BN-ReLU ×2 (valid
+    padding); per module of ``widths``: [separable conv-BN-ReLU, separable conv-BN, 3×3 max-pool stride
+    2] added to a strided 1×1 conv-BN shortcut; a 3×3 convolution to the classes, global average
+    pooling, softmax. L2 ``l2`` on the convolution kernels, inputs scaled to [−1, 1]. About 58 k
+    parameters for 7 classes."""
+    import keras
+    from keras import layers, regularizers
+
+    regulariser = regularizers.L2(l2) if l2 else None
+    inputs = keras.Input((input_size, input_size, 1), name="face")
+    x = _normalised(_stem(inputs, augmentation, seed), normalisation)
+    for index in range(2):
+        x = layers.Conv2D(8, 3, use_bias=False, kernel_regularizer=regulariser, name=f"entry_conv{index + 1}")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    for module, filters in enumerate(widths, start=1):
+        shortcut = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False, name=f"module{module}_shortcut")(x)
+        shortcut = layers.BatchNormalization()(shortcut)
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, depthwise_regularizer=regulariser,
+                                   pointwise_regularizer=regulariser, name=f"module{module}_sepconv1")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, depthwise_regularizer=regulariser,
+                                   pointwise_regularizer=regulariser, name=f"module{module}_sepconv2")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = layers.Add(name=f"module{module}_add")([x, shortcut])
+    x = layers.Conv2D(n_classes, 3, padding="same", name="class_conv")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Activation("softmax", name="emotion")(x)
+    return keras.Model(inputs, outputs, name="mini_xception")
+
+
+def resnet18(n_classes: int, *, input_size: int = INPUT_SIZE, width: int = 16, stem_stride: int = 2,
+             blocks: tuple[int, ...] = (2, 2, 2, 2), dropout: float = 0.2, weight_decay_l2: float = 0.0,
+             normalisation: str = "standard", augmentation: dict | None = None, seed: int = 0):
+    """ResNet-18 for 48×48 faces: a 3×3 stem (``stem_stride`` 2 halves the face to 24×24 first, no max
+    pool), four stages of ``blocks`` basic residual blocks with widths w, 2w, 4w, 8w (stages 2-4 start
+    with stride 2 and a 1×1 projection shortcut), global average pooling, dropout, softmax.
+    ``width`` 64 and stride 1 is the usual CIFAR-style ResNet-18 (11 M parameters, ~16× the
+    multiply-adds of width 16 at stride 2)."""
+    import keras
+    from keras import layers, regularizers
+
+    regulariser = regularizers.L2(weight_decay_l2) if weight_decay_l2 else None
+
+    def conv(x, filters, kernel, stride, name):
+        return layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                             kernel_regularizer=regulariser, name=name)(x)
+
+    inputs = keras.Input((input_size, input_size, 1), name="face")
+    x = _normalised(_stem(inputs, augmentation, seed), normalisation)
+    x = layers.ReLU()(layers.BatchNormalization()(conv(x, width, 3, stem_stride, "stem_conv")))
+    for stage, n_blocks in enumerate(blocks):
+        filters = width * 2 ** stage
+        for block in range(n_blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            name = f"stage{stage + 1}_block{block + 1}"
+            shortcut = x
+            if stride != 1 or x.shape[-1] != filters:
+                shortcut = layers.BatchNormalization()(conv(x, filters, 1, stride, f"{name}_projection"))
+            y = layers.ReLU()(layers.BatchNormalization()(conv(x, filters, 3, stride, f"{name}_conv1")))
+            y = layers.BatchNormalization()(conv(y, filters, 3, 1, f"{name}_conv2"))
+            x = layers.ReLU(name=f"{name}_out")(layers.Add()([y, shortcut]))
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
+    return keras.Model(inputs, outputs, name=f"resnet{2 + 2 * sum(blocks)}_w{width}")
+
+
+#: VGG configurations (Simonyan & Zisserman, 2015): convolutions per stage; five stages of widths w, 2w, 4w, 8w, 8w
+VGG_STAGES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3)}
+
+
+def vgg(n_classes: int, *, depth: int = 13, input_size: int = INPUT_SIZE, width: int = 16, dense_units: int = 256,
+        dropout: float = 0.5, normalisation: str = "standard", augmentation: dict | None = None, seed: int = 0):
+    """VGG-``depth`` (11, 13 or 16) with batch norm for 48×48 faces: the ImageNet network's stages of 3×3
+    convolutions, each stage ending in a 2×2 max pool (48 → 24 → 12 → 6 → 3 → 1), widths w, 2w, 4w, 8w,
+    8w instead of 64…512, and one hidden dense layer instead of two 4096-unit ones."""
+    import keras
+    from keras import layers
+
+    if depth not in VGG_STAGES:
+        raise ValueError(f"VGG depth {depth} is not one of {sorted(VGG_STAGES)}")
+    inputs = keras.Input((input_size, input_size, 1), name="face")
+    x = _normalised(_stem(inputs, augmentation, seed), normalisation)
+    for stage, n_convs in enumerate(VGG_STAGES[depth]):
+        filters = width * 2 ** min(stage, 3)
+        for index in range(n_convs):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"stage{stage + 1}_conv{index + 1}")(x)
+            x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.MaxPooling2D(padding="same")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense_units, use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
+    return keras.Model(inputs, outputs, name=f"vgg{depth}_w{width}")
+
+
+MODELS = {"study_cnn": study_cnn, "resnet50": resnet50, "vgg16": vgg16, "mini_xception": mini_xception,
+          "resnet18": resnet18, "vgg": vgg}
+
+
+def tta_views(x: np.ndarray, flip: bool = True, shift: int = 2) -> list[np.ndarray]:
+    """The views test-time augmentation averages over: the faces, each moved ``shift`` pixels along the
+    four diagonals (edge pixels repeated, like the training shifts' fill), and, with ``flip``, the mirror
+    image of each (1 + 4 views, doubled by the flip)."""
+    x = np.asarray(x)
+    views = [x]
+    if shift:
+        padded = np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+        size_y, size_x = x.shape[1:3]
+        for dy in (0, 2 * shift):
+            for dx in (0, 2 * shift):
+                views.append(padded[:, dy:dy + size_y, dx:dx + size_x])
+    if flip:
+        views += [view[:, :, ::-1] for view in views]
+    return views
+
+
+def predict_tta(model, x, flip: bool = True, shift: int = 2, batch_size: int = 256) -> tuple[np.ndarray, float]:
+    """Class probabilities averaged over :func:`tta_views`, and the inference time in ms per face (all
+    views; after one warm-up batch)."""
+    import time
+
+    views = tta_views(x, flip, shift)
+    model.predict(views[0][:batch_size], batch_size=batch_size, verbose=0)
+    started = time.perf_counter()
+    probabilities = np.mean([model.predict(view, batch_size=batch_size, verbose=0) for view in views], axis=0)
+    return probabilities, (time.perf_counter() - started) * 1000 / max(1, len(x))
+
+
+def multiply_adds(model) -> int:
+    """Multiply-adds of one forward pass through the model's convolutions and dense layers (the work that
+    sets a CPU's speed; batch norm, pooling and activations are left out)."""
+    from keras import layers
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.SeparableConv2D):
+            _, height, width, out_channels = layer.output.shape
+            in_channels = layer.input.shape[-1]
+            k = int(np.prod(layer.kernel_size))
+            total += height * width * in_channels * (k * layer.depth_multiplier + out_channels * layer.depth_multiplier)
+        elif isinstance(layer, layers.Conv2D):
+            _, height, width, out_channels = layer.output.shape
+            total += height * width * out_channels * int(np.prod(layer.kernel_size)) * layer.input.shape[-1] // layer.groups
+        elif isinstance(layer, layers.Dense):
+            total += int(layer.input.shape[-1]) * layer.units
+        elif hasattr(layer, "layers"):  # a nested model (Keras Applications backbones)
+            total += multiply_adds(layer)
+    return int(total)
 
 
 def build(name: str, n_classes: int, **options: Any):
@@ -115,3 +289,108 @@ def build(name: str, n_classes: int, **options: Any):
     if name not in MODELS:
         raise KeyError(f"Unknown 2D model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](n_classes, **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Chapter 3's inputs and its models trained to convergence, shared by the chapter and the background
+# trainer (`python -m fer_lib.pixels train`), so both make the same fits and the chapter reads the
+# trainer's models from the cache.
+
+
+@dataclass
+class RQ1Inputs:
+    """FER2013 (the profile's subset) as chapter 3's models see it: ``inputs`` "raw" and "preprocessed"
+    (N, 48, 48, 1), the image indices of each ``split``, the ``detections`` behind the preprocessing and
+    the extraction cost per image of each input."""
+
+    faces: Any
+    inputs: dict[str, np.ndarray]
+    split: dict[str, np.ndarray]
+    detections: Any
+    extract_ms: dict[str, float]
+    steps_ms: float
+
+    def arrays(self, name: str):
+        from .experiment import SplitArrays
+
+        return SplitArrays.from_indices(self.inputs[name], self.faces, self.split)
+
+
+def rq1_inputs(P) -> RQ1Inputs:
+    """Load the profile's FER2013 subset and make both inputs (MediaPipe detections are cached on disk)."""
+    import time
+
+    from . import preprocess
+    from .data import TEST, TRAIN, VAL, load_fer2013
+    from .paths import resolve_data_dir
+
+    faces = load_fer2013(resolve_data_dir(P.data_dir)).protocol_subset(P.train_per_class, P.eval_per_class, P.seed)
+    detections = preprocess.detect_dataset(faces, P.preprocessed["detector"], n_jobs=P.n_jobs, **P.detector_options)
+    started = time.perf_counter()
+    inputs = {"preprocessed": model_inputs(faces, preprocess.Preprocessing(**P.preprocessed), detections)}
+    steps_ms = (time.perf_counter() - started) * 1000 / len(faces)
+    inputs["raw"] = model_inputs(faces, preprocess.Preprocessing())
+    return RQ1Inputs(faces, inputs, {name: np.flatnonzero(faces.split == name) for name in (TRAIN, VAL, TEST)},
+                     detections, {"raw": 0.0, "preprocessed": float(detections["ms"].mean()) + steps_ms}, steps_ms)
+
+
+def converged_runs(P, rq1: RQ1Inputs, only=None, log_path=None):
+    """Train (or read from the cache), evaluate and record the models of the profile's ``converged`` block:
+    each trained until early stopping or the end of its schedule, on ``converged.input``, with
+    ``converged.training`` and the model's own ``training`` changes. ``only``: a subset of the labels."""
+    from . import experiment, training
+
+    C = P.converged
+    specs = {label: spec for label, spec in C["models"].items() if only is None or label in only}
+    unknown = set(only or ()) - set(C["models"])
+    if unknown:
+        raise KeyError(f"no converged model {sorted(unknown)} in params/{P.profile}.yml; choose from {sorted(C['models'])}")
+    base = training.TrainConfig.from_params(C["training"], seed=P.seed)
+    augmentation = C["augmentation"]
+    record = {"chapter": "03_rq1_2d", "representation": "pixels_2d", "dataset": "fer2013",
+              "label_set": rq1.faces.label_set, "profile": P.profile, "seed": P.seed,
+              "extract_ms_per_image": rq1.extract_ms[C["input"]], "augmentation": augmentation}
+    return experiment.run_models(
+        {label: {**spec, "input": C["input"]} for label, spec in specs.items()},
+        build=lambda model, options, seed: lambda: build(model, len(rq1.faces.class_names), augmentation=augmentation,
+                                                         seed=seed, **options),
+        inputs={C["input"]: rq1.arrays(C["input"])}, base=base, cache_prefix="rq1-converged",
+        record=record, class_names=rq1.faces.class_names, log_path=log_path)
+
+
+def main(argv=None) -> None:
+    """``python -m fer_lib.pixels train --profile full [--models a b] [--log PATH]``: train chapter 3's
+    converged models (params ``03_rq1_2d.converged``) with a progress line per epoch in the log; a
+    model interrupted resumes from its last finished epoch, a finished one is read from the cache.
+    Run it in the background (``make train PROFILE=full``) and execute the chapter when it is done."""
+    import sys
+
+    from .params import load_params
+    from .paths import repo_root
+
+    parser = argparse.ArgumentParser(prog="python -m fer_lib.pixels", description=main.__doc__.split(";")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train chapter 3's converged models")
+    train.add_argument("--profile", default="sample")
+    train.add_argument("--models", nargs="+", help="labels of params 03_rq1_2d.converged.models (default: all)")
+    train.add_argument("--data-dir")
+    train.add_argument("--log", help="progress log (default: cache/logs/03_rq1_2d-<profile>.log)")
+    args = parser.parse_args(argv)
+    P = load_params(args.profile, chapter="03_rq1_2d", data_dir=args.data_dir)
+    log = args.log or repo_root() / "cache" / "logs" / f"03_rq1_2d-{args.profile}.log"
+    from pathlib import Path
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    print(f"training chapter 3's converged models ({args.profile}); progress: {log}", flush=True)
+    runs = converged_runs(P, rq1_inputs(P), only=args.models, log_path=log)
+    for label, run in runs.items():
+        line = (f"{label}: PrivateTest {run.record['accuracy']:.4f}, PublicTest {run.record['val_accuracy']:.4f}, "
+                f"{run.record['epochs_run']} epochs, stopped by {run.record['stopped_by']}")
+        print(line, flush=True)
+        with open(log, "a") as handle:
+            handle.write(line + "\n")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

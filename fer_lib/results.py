@@ -238,13 +238,23 @@ def load_records(profile: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def predictions_path(profile: str, chapter: str, model: str) -> Path:
-    return results_dir(profile) / f"{chapter}__{model}.predictions.csv"
+#: the split a record is evaluated on writes ``<chapter>__<model>.predictions.csv``; the selection split
+#: (FER2013's PublicTest) writes ``<chapter>__<model>.selection.predictions.csv`` beside it, so fusion
+#: weights and ensemble members can be chosen without looking at the reported split
+SELECTION = "selection"
 
 
-def write_predictions(record: dict[str, Any], ids, y_true, probabilities) -> Path:
-    """Per-image test predictions of a recorded model (id, true class, predicted class, probabilities),
-    beside its record: later chapters compare models on exactly the same images with them."""
+def predictions_path(profile: str, chapter: str, model: str, split: str | None = None) -> Path:
+    """Where a model's per-image predictions are: on its record's split (``split`` None) or, with
+    ``split=SELECTION``, on the split that chose it."""
+    suffix = "" if split is None else f".{split}"
+    return results_dir(profile) / f"{chapter}__{model}{suffix}.predictions.csv"
+
+
+def write_predictions(record: dict[str, Any], ids, y_true, probabilities, split: str | None = None) -> Path:
+    """Per-image predictions of a recorded model (id, true class, predicted class, probabilities), beside
+    its record: later chapters compare models on exactly the same images with them. ``split=SELECTION``
+    writes the predictions on the selection split (PublicTest) instead of the reported one."""
     probabilities = np.asarray(probabilities)
     if len(ids) != len(y_true) or probabilities.shape != (len(ids), len(record["class_order"])):
         raise ValueError(f"{len(ids)} ids, {len(y_true)} labels and probabilities of shape {probabilities.shape} "
@@ -253,17 +263,19 @@ def write_predictions(record: dict[str, Any], ids, y_true, probabilities) -> Pat
                           "y_pred": probabilities.argmax(1)})
     for number, name in enumerate(record["class_order"]):
         table[f"p_{name}"] = probabilities[:, number].round(5)
-    path = predictions_path(record["profile"], record["chapter"], record["model"])
+    path = predictions_path(record["profile"], record["chapter"], record["model"], split)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     return path
 
 
-def load_predictions(profile: str, chapter: str, model: str) -> pd.DataFrame:
-    path = predictions_path(profile, chapter, model)
+def load_predictions(profile: str, chapter: str, model: str, split: str | None = None) -> pd.DataFrame:
+    """A model's per-image predictions on its record's split, or with ``split=SELECTION`` on PublicTest."""
+    path = predictions_path(profile, chapter, model, split)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run chapter {chapter} with profile {profile!r} first "
-                                f"(it writes the per-image predictions of {model})")
+                                f"(it writes the per-image predictions of {model}"
+                                f"{' on the selection split' if split else ''})")
     return pd.read_csv(path, dtype={"id": str})
 
 

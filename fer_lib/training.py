@@ -44,7 +44,13 @@ OPTIMIZERS = ("sgd", "adamw", "adam")
 #: Losses on one-hot targets, applied to the integer labels every chapter uses (see layers.OneHotLoss).
 LOSSES = ("categorical_crossentropy", "categorical_focal_crossentropy", "mean_squared_error", "margin")
 #: TrainConfig fields added after models were cached: left out of the cache key at their default.
-_LATER_FIELDS = {"amsgrad": False, "global_clipnorm": None, "class_weight": None, "jit_compile": False}
+_LATER_FIELDS = {"amsgrad": False, "global_clipnorm": None, "class_weight": None, "jit_compile": False,
+                 "nesterov": False, "label_smoothing": 0.0, "schedule": "plateau", "warmup_epochs": 0,
+                 "pipeline": "arrays"}
+#: learning-rate schedules: halve on a validation plateau (ReduceLROnPlateau), or a fixed curve over
+#: ``epochs`` set per batch (:class:`ScheduledLearningRate`): linear warm-up then cosine decay, or one-cycle
+SCHEDULES = ("plateau", "cosine", "onecycle")
+PIPELINES = ("arrays", "tf.data")
 
 
 def config_key(config: "TrainConfig") -> dict[str, Any]:
@@ -76,6 +82,16 @@ class TrainConfig:
     # ResNet50 about 3-4x faster and a small VGG slightly slower, so it is a per-model choice. A model
     # with a layer XLA cannot compile (RandomRotation) falls back to plain graphs, with Keras' warning.
     jit_compile: bool = False
+    # Added for 2D training to convergence (RQ1 revisited). ``schedule`` other than "plateau" sets the
+    # learning rate per batch along a curve that ends at ``epochs`` (the schedule, not a plateau,
+    # decides when training has converged; early stopping still guards against divergence).
+    nesterov: bool = False          # SGD: Nesterov momentum
+    label_smoothing: float = 0.0    # cross-entropy on (1 − ε)·one-hot + ε/k
+    schedule: str = "plateau"       # one of SCHEDULES
+    warmup_epochs: float = 0        # cosine: linear warm-up from 0 over these epochs
+    # "arrays": Keras' own slicing of NumPy arrays (chapters 3-9 as executed); "tf.data": a cached,
+    # shuffled, prefetched tf.data pipeline (see benchmarks/pixels_speed.py for what it changes)
+    pipeline: str = "arrays"
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -84,6 +100,12 @@ class TrainConfig:
             raise ValueError(f"loss {self.loss!r} is not sparse_categorical_crossentropy or one of {sorted(LOSSES)}")
         if self.class_weight not in (None, "balanced"):
             raise ValueError(f"class_weight must be null or 'balanced', got {self.class_weight!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"pipeline {self.pipeline!r} is not one of {PIPELINES}")
+        if self.label_smoothing and self.loss not in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+            raise ValueError(f"label_smoothing applies to cross-entropy, not to loss {self.loss!r}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"batch_size and epochs must be positive, got {self.batch_size}, {self.epochs}")
 
@@ -108,7 +130,7 @@ class FitResult:
     train_seconds: float
     epochs_run: int
     best_epoch: int                  # 1-based epoch whose weights were kept
-    stopped_by: str                  # early_stopping | time_budget | max_epochs
+    stopped_by: str                  # early_stopping | time_budget | max_epochs | schedule_end
     device: str
     run_dir: Path
     from_cache: bool
@@ -145,7 +167,7 @@ def make_optimizer(config: TrainConfig):
 
     clip = {"global_clipnorm": config.global_clipnorm} if config.global_clipnorm else {}
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(config.learning_rate, momentum=config.momentum,
+        return keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, nesterov=config.nesterov,
                                     weight_decay=config.weight_decay or None, **clip)
     if config.optimizer == "adamw":
         return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay,
@@ -156,6 +178,8 @@ def make_optimizer(config: TrainConfig):
 def make_loss(config: TrainConfig):
     from .layers import OneHotLoss
 
+    if config.label_smoothing:  # Keras' sparse cross-entropy has no smoothing: smooth the one-hot targets
+        return OneHotLoss("categorical_crossentropy", label_smoothing=config.label_smoothing)
     return config.loss if config.loss == "sparse_categorical_crossentropy" else OneHotLoss(config.loss)
 
 
@@ -222,6 +246,87 @@ class TimeBudget:
         return _TimeBudget()
 
 
+def learning_rate_at(config: TrainConfig, progress: float) -> float:
+    """The learning rate of ``config.schedule`` at ``progress`` (0 → 1 over ``config.epochs``).
+
+    ``cosine``: linear warm-up from 0 over ``warmup_epochs``, then half a cosine down to 0.
+    ``onecycle`` (Smith & Topin, 2019, as PyTorch's OneCycleLR with cosine annealing): from lr/25 up to
+    ``learning_rate`` over the first 30 %, then down to lr/25/10⁴. The momentum is not cycled: Keras'
+    SGD compiles it as a constant."""
+    import math
+
+    peak, progress = config.learning_rate, min(max(progress, 0.0), 1.0)
+    if config.schedule == "cosine":
+        warmup = config.warmup_epochs / config.epochs
+        if progress < warmup:
+            return peak * progress / warmup
+        return peak * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / max(1e-12, 1 - warmup)))
+    if config.schedule == "onecycle":
+        start, end, rise = peak / 25, peak / 25 / 1e4, 0.3
+
+        def anneal(a, b, t):  # cosine from a to b as t goes 0 → 1
+            return b + (a - b) * 0.5 * (1 + math.cos(math.pi * t))
+
+        return anneal(start, peak, progress / rise) if progress < rise else anneal(peak, end, (progress - rise) / (1 - rise))
+    raise ValueError(f"schedule {config.schedule!r} sets no learning rate per batch")
+
+
+def ScheduledLearningRate(config: TrainConfig):
+    """Keras callback: set the optimizer's learning rate before every batch from :func:`learning_rate_at`.
+    Progress is computed from the epoch Keras reports, so a fit resumed by BackupAndRestore continues
+    the curve where the interrupted one stopped."""
+    import keras
+
+    class _Scheduled(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.steps = max(1, int(self.params.get("steps") or 1))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            progress = (self.epoch * self.steps + batch) / (config.epochs * self.steps)
+            self.model.optimizer.learning_rate = learning_rate_at(config, progress)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    return _Scheduled()
+
+
+def ProgressLog(path, name: str, epochs: int):
+    """Keras callback: one line per finished epoch appended to ``path`` (a background training's log)."""
+    import keras
+
+    class _Progress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            scores = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+            with open(path, "a") as handle:
+                handle.write(f"{time.strftime('%H:%M:%S')} {name} epoch {epoch + 1}/{epochs} {scores} "
+                             f"({time.perf_counter() - self.epoch_started:.0f} s)\n")
+
+    return _Progress()
+
+
+def _batches(x, y, batch_size: int, seed: int, shuffle: bool):
+    """A tf.data pipeline over in-memory arrays: shuffled anew each epoch (seeded), batched, prefetched so
+    the next batch is ready while the current one trains."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((np.asarray(x), np.asarray(y)))
+    if shuffle:
+        dataset = dataset.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def _read_history(csv_path: Path) -> list[dict[str, float]]:
     import pandas as pd
 
@@ -253,12 +358,13 @@ def fit(
     cache_dir: str | os.PathLike | None = None,
     callbacks: list | None = None,
     verbose: int = 2,
+    log_path: str | os.PathLike | None = None,
 ) -> FitResult:
     """Train ``build()`` on (x_train, y_train), early-stopping on (x_val, y_val); see the module doc.
 
     ``options`` are the builder's arguments: they enter the cache key, so changing the model retrains.
     ``cache_dir`` defaults to ``<book>/cache/models``; extra ``callbacks`` run after the built-in ones
-    (they do not enter the cache key).
+    (they do not enter the cache key). ``log_path``: append a progress line per epoch to this file.
     """
     import keras
 
@@ -290,12 +396,22 @@ def fit(
         budget,
         *extra_callbacks,
     ]
-    if config.reduce_lr_patience:
+    if config.schedule != "plateau":
+        callbacks.insert(2, ScheduledLearningRate(config))
+    elif config.reduce_lr_patience:
         callbacks.insert(2, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                               patience=config.reduce_lr_patience, min_lr=1e-5))
-    model.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=config.batch_size,
-              epochs=config.epochs, callbacks=callbacks, verbose=verbose, shuffle=True,
-              class_weight=class_weights(y_train, config))
+    if log_path is not None:
+        callbacks.append(ProgressLog(log_path, name, config.epochs))
+    if config.pipeline == "tf.data":
+        model.fit(_batches(x_train, y_train, config.batch_size, config.seed, shuffle=True),
+                  validation_data=_batches(x_val, y_val, 256, config.seed, shuffle=False),
+                  epochs=config.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,  # the pipeline shuffles
+                  class_weight=class_weights(y_train, config))
+    else:
+        model.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=config.batch_size,
+                  epochs=config.epochs, callbacks=callbacks, verbose=verbose, shuffle=True,
+                  class_weight=class_weights(y_train, config))
     if best_path.is_file():
         model.load_weights(best_path)
     history = _read_history(history_path)
@@ -305,8 +421,8 @@ def fit(
         stopped_by = "time_budget"
     elif epochs_run < config.epochs:
         stopped_by = "early_stopping"
-    else:
-        stopped_by = "max_epochs"
+    else:  # a schedule's curve ends at `epochs`: that is its end, not a cap that cut it short
+        stopped_by = "max_epochs" if config.schedule == "plateau" else "schedule_end"
     spent = json.loads((run_dir / "budget.json").read_text())["spent_s"] if (run_dir / "budget.json").is_file() else 0.0
     meta = {"name": name, "options": options or {}, "config": asdict(config), "history": history,
             "train_seconds": spent, "epochs_run": epochs_run, "best_epoch": best_epoch,

@@ -274,10 +274,18 @@ class SpatioTemporalConv(keras.layers.Layer):
     def call(self, x):
         t, h, w, c = x.shape[1:]
         half = self.temporal_kernel // 2
-        padded = ops.pad(x, [[0, 0], [half, half], [0, 0], [0, 0], [0, 0]])
+        # A tap more than t − 1 frames from every output frame only ever multiplies the zero padding
+        # (a 7-frame kernel on a 3-frame clip, or any kernel after the poolings leave one frame): leave
+        # such taps out of the sum. Same output, same weights; the work shrinks with the clip.
+        reach = min(half, t - 1)
+        taps = range(half - reach, half + reach + 1)
+        padded = ops.pad(x, [[0, 0], [reach, reach], [0, 0], [0, 0], [0, 0]]) if reach else x
         # channel block i of frame t holds frame t - half + i: Conv3D's kernel order along time
-        stacked = ops.concatenate([padded[:, i:i + t] for i in range(self.temporal_kernel)], axis=-1)
-        out = self.conv(ops.reshape(stacked, (-1, h, w, c * self.temporal_kernel)))
+        stacked = ops.concatenate([padded[:, i:i + t] for i in range(len(taps))], axis=-1)
+        kernel = self.conv.kernel[:, :, taps.start * c:taps.stop * c, :]
+        out = ops.conv(ops.reshape(stacked, (-1, h, w, c * len(taps))), kernel, padding="same")
+        if self.use_bias:
+            out = out + self.conv.bias
         return ops.reshape(out, (-1, t, h, w, self.filters))
 
     def compute_output_shape(self, input_shape):
@@ -552,9 +560,29 @@ def storage(location: str | os.PathLike, heartbeat_s: int = 60):
     return JournalStorage(JournalFileBackend(location))
 
 
+def trial_seeded_tpe(seed: int | None):
+    """Optuna's TPE sampler whose random draws depend on (``seed``, trial number), not on the worker's
+    history. A plain seeded TPESampler starts its random stream afresh in every process, so a resumed
+    worker (or two workers started together) proposes the configurations of trials 0, 1, … again;
+    reseeding before each trial from its number gives every trial its own draw, and the same draws
+    again for the same trial numbers, whichever worker runs them."""
+    import optuna
+
+    class TrialSeededTPESampler(optuna.samplers.TPESampler):
+        def before_trial(self, study, trial):
+            if seed is not None:  # TPE's own stream and that of its random start-up sampler (Optuna 5 internals)
+                derived = (seed * 1_000_003 + trial.number) % 2 ** 32
+                self._rng.rng.seed(derived)
+                self._random_sampler._rng.rng.seed(derived)
+            super().before_trial(study, trial)
+
+    return TrialSeededTPESampler(seed=seed)
+
+
 def open_study(location, study_name: str, seed: int | None = 0, pruner_startup: int = 4):
-    """The study (created by the first worker, loaded by the others): TPE (seeded), maximising
-    cross-validated accuracy, median pruning on the running accuracy after each fold."""
+    """The study (created by the first worker, loaded by the others): TPE (seeded per trial, see
+    :func:`trial_seeded_tpe`), maximising cross-validated accuracy, median pruning on the running
+    accuracy after each fold."""
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -562,7 +590,7 @@ def open_study(location, study_name: str, seed: int | None = 0, pruner_startup: 
     for attempt in range(5):
         try:
             return optuna.create_study(storage=storage(location), study_name=study_name, direction="maximize",
-                                       load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+                                       load_if_exists=True, sampler=trial_seeded_tpe(seed),
                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=pruner_startup, n_warmup_steps=0))
         except (IntegrityError, OperationalError):
             # Two workers initialising a fresh database at once (tables, Alembic's version stamp): one loses

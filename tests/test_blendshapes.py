@@ -131,10 +131,12 @@ def test_one_hot_losses_train_on_integer_labels(loss, tmp_path):
 
 def test_config_fields_added_later_leave_old_cache_keys_alone_and_validate():
     plain = training.TrainConfig()
-    later = {"amsgrad", "global_clipnorm", "class_weight", "jit_compile"}
+    later = {"amsgrad", "global_clipnorm", "class_weight", "jit_compile", "nesterov", "label_smoothing", "schedule",
+             "warmup_epochs", "pipeline"}
     assert set(training.config_key(plain)) == set(training.TrainConfig.__dataclass_fields__) - later
     assert training.config_key(plain.with_(amsgrad=True))["amsgrad"] is True
     assert training.config_key(plain.with_(jit_compile=True))["jit_compile"] is True
+    assert training.config_key(plain.with_(schedule="onecycle"))["schedule"] == "onecycle"
     assert training.class_weights(np.array([0, 0, 0, 1]), plain) is None
     weights = training.class_weights(np.array([0, 0, 0, 1]), plain.with_(class_weight="balanced"))
     assert weights == pytest.approx({0: 4 / 6, 1: 2.0})

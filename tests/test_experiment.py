@@ -52,6 +52,10 @@ def test_train_and_evaluate_writes_a_record_and_predictions_that_versus_2d_compa
     saved = results.load_predictions("smoke", "03_rq1_2d", "tiny_cnn")
     assert list(saved.id) == list(data.ids[TEST]) and (saved.y_true.to_numpy() == data.y[TEST]).all()
     assert (saved.y_pred == runs["tiny_cnn"].test_probabilities.argmax(1)).all()
+    # PublicTest predictions beside them, so fusion weights can be chosen without PrivateTest
+    selection = results.load_predictions("smoke", "03_rq1_2d", "tiny_cnn", split=results.SELECTION)
+    assert list(selection.id) == list(data.ids[VAL]) and (selection.y_true.to_numpy() == data.y[VAL]).all()
+    np.testing.assert_allclose(selection.filter(like="p_").to_numpy(), runs["tiny_cnn"].val_probabilities, atol=1e-5)
     assert experiment.best_record("smoke", "pixels_2d")["model"] == "tiny_cnn"
 
     # another representation that lost the first third of PrivateTest: compared on the rest only

@@ -43,7 +43,7 @@ def test_backbones_from_scratch_take_the_grey_face_and_feed_three_channels(name)
 
 def test_unknown_model_names_the_choices():
     with pytest.raises(KeyError, match="resnet50"):
-        pixels.build("resnet18", 7)
+        pixels.build("alexnet", 7)
 
 
 def test_model_inputs_are_float_faces_in_grey_levels(fer_sample):

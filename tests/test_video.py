@@ -66,9 +66,11 @@ def test_the_study_augmentation_adds_its_copies_per_class_with_one_transform_per
     assert np.abs(with_channel[..., 0] - augmented).max() <= 1  # the same draws; uint8 copies are rounded
 
 
-@pytest.mark.parametrize("temporal_kernel", [1, 3, 5])
-def test_spatiotemporal_conv_equals_keras_conv3d(temporal_kernel):
-    x = np.random.default_rng(0).normal(size=(2, 5, 8, 8, 3)).astype("float32")
+@pytest.mark.parametrize("frames", [5, 3, 1])
+@pytest.mark.parametrize("temporal_kernel", [1, 3, 5, 7, 9])
+def test_spatiotemporal_conv_equals_keras_conv3d(temporal_kernel, frames):
+    """Also where the kernel is longer than the clip (its outer taps see only padding and are skipped)."""
+    x = np.random.default_rng(0).normal(size=(2, frames, 8, 8, 3)).astype("float32")
     ours = video.SpatioTemporalConv(4, temporal_kernel)
     ours.build(x.shape)
     reference = keras.layers.Conv3D(4, (temporal_kernel, 3, 3), padding="same", use_bias=False)
@@ -181,6 +183,21 @@ def test_journal_and_sqlite_locations_open_the_same_kind_of_study(tmp_path):
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
         again = video.open_study(location, "s", seed=0)
         assert len(again.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in again.trials)
+
+
+def test_a_resumed_worker_draws_new_configurations_and_the_same_ones_as_an_uninterrupted_run(tmp_path):
+    """A plain seeded TPESampler restarts its random stream in every process, so a resumed search proposed
+    trials 0, 1, … again; the trial-seeded sampler draws by (seed, trial number)."""
+
+    def search(location, n_trials):
+        study = video.open_study(location, "s", seed=0)  # a new sampler, as in a new process
+        study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("k", 1, 9), n_trials=n_trials)
+        return [tuple(t.params.values()) for t in study.trials]
+
+    search(tmp_path / "resumed.db", 2)
+    resumed = search(tmp_path / "resumed.db", 2)
+    assert len(resumed) == 4 and len(set(resumed)) == 4
+    assert search(tmp_path / "straight.db", 4) == resumed
 
 
 def test_two_worker_processes_share_one_sqlite_study(tmp_path):
