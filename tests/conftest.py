@@ -40,3 +40,17 @@ def full_data_dir() -> Path | None:
     if path and (Path(path) / "fer2013_images_48x48.npz").is_file():
         return Path(path)
     return None
+
+
+@pytest.fixture(scope="session")
+def tiny(fer_sample):
+    """Raw 48x48 model inputs: 10 Training and 4 PublicTest faces per class from the committed sample,
+    as (x, y, x_val, y_val, n_classes)."""
+    from fer_lib import pixels, preprocess
+    from fer_lib.data import TRAIN, VAL
+
+    faces = fer_sample.stratified_subset(10, splits=(TRAIN,))
+    val = fer_sample.stratified_subset(4, splits=(VAL,))
+    raw = preprocess.Preprocessing()
+    return (pixels.model_inputs(faces, raw), faces.labels, pixels.model_inputs(val, raw), val.labels,
+            len(faces.class_names))

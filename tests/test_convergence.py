@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
-from fer_lib import experiment, layers, pixels, preprocess, training  # noqa: E402
+from fer_lib import experiment, layers, pixels, training  # noqa: E402
 from fer_lib.data import TEST, TRAIN, VAL  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny(fer_sample):
-    faces = fer_sample.stratified_subset(10, splits=(TRAIN,))
-    val = fer_sample.stratified_subset(4, splits=(VAL,))
-    raw = preprocess.Preprocessing()
-    return pixels.model_inputs(faces, raw), faces.labels, pixels.model_inputs(val, raw), val.labels
 
 
 def test_mini_xception_has_the_published_size_and_shape():
@@ -79,7 +71,7 @@ def test_label_smoothing_matches_keras_categorical_cross_entropy():
 def test_a_scheduled_tf_data_fit_follows_the_curve_and_resumes_on_it(tiny, tmp_path):
     """SGD with Nesterov momentum, label smoothing and a cosine schedule, fed by the tf.data pipeline:
     the logged learning rate is the curve's at each epoch's end, also after an interrupted fit resumes."""
-    x, y, xv, yv = tiny
+    x, y, xv, yv, _ = tiny
     config = training.TrainConfig(epochs=4, batch_size=20, patience=10, schedule="cosine", warmup_epochs=1,
                                   nesterov=True, label_smoothing=0.1, pipeline="tf.data", learning_rate=0.05)
     build = lambda: pixels.vgg(7, depth=11, width=4, dense_units=8)  # noqa: E731

@@ -7,17 +7,6 @@ import pytest
 
 keras = pytest.importorskip("keras")
 from fer_lib import gradcam, pixels, preprocess, training, tuning  # noqa: E402
-from fer_lib.data import TRAIN, VAL  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny(fer_sample):
-    """Raw 48x48 inputs: 10 Training and 4 PublicTest faces per class from the committed sample."""
-    faces = fer_sample.stratified_subset(10, splits=(TRAIN,))
-    val = fer_sample.stratified_subset(4, splits=(VAL,))
-    raw = preprocess.Preprocessing()
-    return (pixels.model_inputs(faces, raw), faces.labels, pixels.model_inputs(val, raw), val.labels,
-            len(faces.class_names))
 
 
 def _small_cnn(n_classes):
