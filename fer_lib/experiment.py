@@ -142,13 +142,16 @@ def train_classical(estimator, data: SplitArrays, *, class_names, record: dict[s
 
 
 def best_record(profile: str, representation: str, label_set: str = "emotion7", dataset: str = "fer2013",
-                split: str = TEST) -> dict[str, Any]:
+                split: str = TEST, single_models: bool = True) -> dict[str, Any]:
     """The recorded model of a representation (under ``label_set``, on ``dataset``'s ``split``) with the
     best PublicTest accuracy (selection never looks at PrivateTest). Cross-validated records (other
-    datasets and splits) never compete with FER2013's."""
+    datasets and splits) never compete with FER2013's. ``single_models``: leave out ensembles — their
+    members were chosen on PublicTest, so their PublicTest accuracy is not a fair ground for choosing."""
     table = results.load_records(profile)
     rows = table[(table.representation == representation) & (table.label_set == label_set)
                  & (table.dataset == dataset) & (table.split == split)] if len(table) else table
+    if single_models and "members" in rows:
+        rows = rows[rows["members"].isna()]
     if not len(rows):
         raise FileNotFoundError(f"no {representation} records under {label_set} on {dataset} {split} in "
                                 f"results/{profile}: run its chapter first")

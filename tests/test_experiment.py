@@ -100,3 +100,5 @@ def test_ensemble_averages_the_members_probabilities_and_sums_their_costs(fer_sa
     assert both.record["members"] == ["cnn_4", "cnn_6"] and both.fitted is None
     assert (results.load_predictions("smoke", "03_rq1_2d", "ensemble").y_pred == mean.argmax(1)).all()
     assert "average of cnn_4, cnn_6" in experiment.results_sentence({"ensemble": both})
+    # an ensemble never stands for "the best 2D model", whatever its PublicTest accuracy
+    assert experiment.best_record("smoke", "pixels_2d")["model"] in ("cnn_4", "cnn_6")
