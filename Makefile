@@ -51,7 +51,7 @@ smoke: venv
 test: smoke
 	@for chapter in $(SAMPLE_IN_CI); do $(RUN) execute --profile sample --chapter $$chapter || exit 1; done
 	@if $(RUN) has-full-data; then full="$(NBVAL_FULL)"; else echo "nbval: full-profile notebooks not re-checked (set FER_DATA_DIR to the full data)"; full=""; fi; \
-	$(PY) -m pytest tests book/executed/smoke $$full --nbval-lax
+	$(PY) -m pytest tests book/executed/smoke $$full --nbval-lax --durations=15
 
 # Chapter 3's converged models take hours on a CPU: train them in the background (resumable; a progress
 # line per epoch in cache/logs/03_rq1_2d-$(PROFILE).log), then `make chapter CH=03_rq1_2d PROFILE=...`.

@@ -702,6 +702,36 @@ def selection(study, clips: Clips, search_subjects) -> "pd.DataFrame":
     return pd.DataFrame(rows).set_index("trial")
 
 
+def multiply_adds(config: VideoConfig, clip_length: int, frame_size: int, widths=(8, 16, 32, 64)) -> int:
+    """Multiply-adds of the convolutions of ``study_cnn3d`` for one clip, as this book computes them:
+    taps of the temporal kernel that only ever see padding are left out (:class:`SpatioTemporalConv`).
+    A configuration's cost on a CPU, independent of what else the machine was doing when it ran."""
+    total, frames, size, channels = 0, clip_length, frame_size, 1
+    for block, (filters, (_, temporal_stride)) in enumerate(zip(widths, BLOCK_POOLING)):
+        for _ in range(2 if config.second_conv and block < 2 else 1):
+            taps = 2 * min(config.temporal_kernel // 2, frames - 1) + 1
+            total += frames * size * size * 9 * channels * taps * filters
+            channels = filters
+        size, frames = -(-size // 2), -(-frames // temporal_stride)
+    return int(total)
+
+
+def choose(scores: "pd.Series", cost: "pd.Series", n_clips: int, rule: str = "best") -> int:
+    """The trial a selection rule picks from ``scores`` (trial → accuracy on ``n_clips`` clips):
+    ``best``: the highest score (the study's rule); ``one_se``: among the trials within one standard
+    error (√(p(1−p)/n) at the best score p) of the best, the one with the lowest ``cost`` — the
+    one-standard-error rule (Breiman et al., 1984): differences that small are the noise of the clips
+    the scores were counted on, so the cheaper network is as good a choice."""
+    if rule == "best":
+        return int(scores.idxmax())
+    if rule != "one_se":
+        raise ValueError(f"selection rule {rule!r} is not 'best' or 'one_se'")
+    best = float(scores.max())
+    tolerance = np.sqrt(best * (1 - best) / n_clips)
+    within = scores.index[scores >= best - tolerance]
+    return int(min(within, key=lambda trial: (cost[trial], -scores[trial])))
+
+
 # --------------------------------------------------------------------------------------------------
 # The command line: a search worker
 

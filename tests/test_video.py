@@ -225,3 +225,28 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
             assert trial.state.name == "FAIL" and trial.user_attrs.get("surplus"), trial
     ran = sum(int(output.rsplit("ran ", 1)[1].split(" ")[0]) for output in outputs)
     assert ran == n_trials
+
+
+def test_multiply_adds_count_only_the_taps_that_see_frames():
+    # 3 frames of 4x4, widths 2: block sizes (T, side) = (3, 4), (3, 2), (2, 1), (1, 1)
+    one = video.multiply_adds(video.VideoConfig(temporal_kernel=1), 3, 4, widths=(2, 2, 2, 2))
+    assert one == 3 * 16 * 9 * 1 * 2 + 3 * 4 * 9 * 2 * 2 + 2 * 1 * 9 * 2 * 2 + 1 * 1 * 9 * 2 * 2
+    five = video.multiply_adds(video.VideoConfig(temporal_kernel=5), 3, 4, widths=(2, 2, 2, 2))
+    assert five == 5 * 3 * 16 * 9 * 2 + 5 * 3 * 4 * 9 * 4 + 3 * 2 * 9 * 4 + 1 * 9 * 4  # taps 5, 5, 3, 1
+    nine = video.multiply_adds(video.VideoConfig(temporal_kernel=9), 3, 4, widths=(2, 2, 2, 2))
+    assert nine == five  # on 3 frames a 9-frame kernel reaches no further than a 5-frame one
+    second = video.multiply_adds(video.VideoConfig(temporal_kernel=1, second_conv=True), 3, 4, widths=(2, 2, 2, 2))
+    assert second == one + 3 * 16 * 9 * 2 * 2 + 3 * 4 * 9 * 2 * 2  # one more 2→2 convolution in blocks 1 and 2
+
+
+def test_selection_rules_best_and_one_standard_error():
+    import pandas as pd
+
+    scores = pd.Series({0: 0.80, 1: 0.85, 2: 0.84, 3: 0.70})
+    cost = pd.Series({0: 1.0, 1: 10.0, 2: 3.0, 3: 0.5})
+    assert video.choose(scores, cost, 300, "best") == 1
+    # one standard error at 0.85 on 300 clips is 2.1 points: trials 1 and 2 qualify, 2 is cheaper
+    assert video.choose(scores, cost, 300, "one_se") == 2
+    assert video.choose(scores, cost, 100_000, "one_se") == 1  # many clips: only the best is within reach
+    with pytest.raises(ValueError, match="one_se"):
+        video.choose(scores, cost, 300, "cheapest")
