@@ -363,7 +363,7 @@ def main(argv=None) -> None:
     converged models (params ``03_rq1_2d.converged``) with a progress line per epoch in the log; a
     model interrupted resumes from its last finished epoch, a finished one is read from the cache.
     Run it in the background (``make train PROFILE=full``) and execute the chapter when it is done."""
-    import sys
+    from pathlib import Path
 
     from .params import load_params
     from .paths import repo_root
@@ -377,10 +377,8 @@ def main(argv=None) -> None:
     train.add_argument("--log", help="progress log (default: cache/logs/03_rq1_2d-<profile>.log)")
     args = parser.parse_args(argv)
     P = load_params(args.profile, chapter="03_rq1_2d", data_dir=args.data_dir)
-    log = args.log or repo_root() / "cache" / "logs" / f"03_rq1_2d-{args.profile}.log"
-    from pathlib import Path
-
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    log = Path(args.log or repo_root() / "cache" / "logs" / f"03_rq1_2d-{args.profile}.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
     print(f"training chapter 3's converged models ({args.profile}); progress: {log}", flush=True)
     runs = converged_runs(P, rq1_inputs(P), only=args.models, log_path=log)
     for label, run in runs.items():
@@ -389,7 +387,6 @@ def main(argv=None) -> None:
         print(line, flush=True)
         with open(log, "a") as handle:
             handle.write(line + "\n")
-    sys.exit(0)
 
 
 if __name__ == "__main__":
