@@ -68,7 +68,7 @@ def measure(name: str, n_images: int, batch_size: int, repeats: int) -> dict:
     model = pixels.build(spec["model"], 7, augmentation=AUGMENTATION, **spec["options"])
     config = training.TrainConfig(batch_size=batch_size)
     training.compile_model(model, config)
-    dataset = training._batches(x, y, batch_size, seed=0, shuffle=True)
+    dataset = training.batches(x, y, batch_size, seed=0, shuffle=True)
 
     def epoch_arrays():
         model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)

@@ -10,7 +10,10 @@ representation beside the best 2D model on exactly the same PrivateTest images.
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -81,18 +84,19 @@ class Trained:
 def train_and_evaluate(build: Callable[[], Any], data: SplitArrays, config: training.TrainConfig, *,
                        cache_name: str, options: dict[str, Any], class_names, record: dict[str, Any] | None,
                        x_train: np.ndarray | None = None, y_train: np.ndarray | None = None,
-                       n_boot: int = 1000, verbose: int = 2, log_path=None) -> Trained:
+                       n_boot: int = 1000, verbose: int = 2, log_path=None, store=None) -> Trained:
     """Fit ``build()`` on Training (or the given ``x_train``/``y_train``, e.g. a SMOTE-resampled or
     class-capped set), early-stop on PublicTest, evaluate PrivateTest.
 
     ``record``: the identifying fields of the results record (chapter, representation, model, dataset,
     label_set, profile, seed, extract_ms_per_image, plus any extra keys); the record and the per-image
-    predictions are written. ``None`` for ablation runs: metrics only, nothing written.
+    predictions are written. ``None`` for ablation runs: metrics only, nothing written. ``store``: a
+    committed folder mirroring the fit (:func:`fer_lib.training.fit`), so it resumes or reloads on a fresh clone.
     """
     x_train = data.x[TRAIN] if x_train is None else x_train
     y_train = data.y[TRAIN] if y_train is None else y_train
     fitted = training.fit(build, x_train, y_train, data.x[VAL], data.y[VAL], config, name=cache_name,
-                          options=options, verbose=verbose, log_path=log_path)
+                          options=options, verbose=verbose, log_path=log_path, store=store)
     val_probabilities, _ = training.predict(fitted.model, data.x[VAL])
     test_probabilities, infer_ms = training.predict(fitted.model, data.x[TEST])
     summary = {k: v for k, v in fitted.summary.items() if k in ("epochs_run", "best_epoch", "stopped_by", "device")}
@@ -193,7 +197,7 @@ def versus_2d(profile: str, name: str, ids, y_true, y_pred, n_split: int, n_boot
 def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, int], Callable[[], Any]],
                inputs: dict[str, SplitArrays], base: training.TrainConfig, cache_prefix: str,
                record: dict[str, Any], class_names, x_train=None, y_train=None,
-               ensemble: bool = False, log_path=None) -> dict[str, Trained]:
+               ensemble: bool = False, log_path=None, store=None) -> dict[str, Trained]:
     """Train, evaluate and record every model of a chapter's ``models`` block (and, with ``ensemble``,
     the average of them all as one more model, ``"ensemble"``: see :func:`average_models`).
 
@@ -201,6 +205,7 @@ def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, 
     one>, options: {...}, training: {<TrainConfig fields that differ from base>}, time_budget_min:
     <minutes or null>}``; each label becomes a record's ``model``. ``build(model, options, seed)``
     returns the zero-argument builder ``fit`` calls. ``log_path``: a progress line per epoch there.
+    ``store``: a committed folder mirroring every fit (see :func:`train_and_evaluate`).
     """
     runs = {}
     for label, spec in specs.items():
@@ -215,9 +220,9 @@ def run_models(specs: dict[str, dict[str, Any]], *, build: Callable[[str, dict, 
             build(model, options, base.seed), inputs[input_name], config,
             cache_name=f"{cache_prefix}-{label}-{input_name}", options={"model": model, "input": input_name, **options},
             class_names=class_names, x_train=x_train, y_train=y_train, verbose=0,  # the summary line follows
-            record={**record, "model": label, "input": input_name, "options": options}, log_path=log_path)
+            record={**record, "model": label, "input": input_name, "options": options}, log_path=log_path, store=store)
         fitted = runs[label].fitted
-        print(f"{label}: {fitted.summary}{' (read from cache/models)' if fitted.from_cache else ''}")
+        print(f"{label}: {fitted.summary}{' (read back: cache/models or the store)' if fitted.from_cache else ''}")
     if ensemble and len(runs) > 1:  # every input holds the same images: any gives the labels and ids
         runs["ensemble"] = average_models(runs, next(iter(inputs.values())), class_names,
                                           record={**record, "model": "ensemble"}, seed=base.seed)
@@ -384,6 +389,55 @@ def inner_validation(train, groups, y, fraction: float, seed: int = 0) -> tuple[
 
 
 @dataclass
+class FoldOutcome:
+    """What a cross-validation keeps of one trained fold: the test images' class scores and how the fit went
+    (what the record and the per-fold table need, without the model)."""
+
+    probabilities: np.ndarray
+    val_accuracy: float
+    epochs_run: int
+    best_epoch: int
+    stopped_by: str
+    train_seconds: float
+    infer_ms: float
+    n_params: int
+    device: str
+
+    @classmethod
+    def of(cls, fitted: training.FitResult, x_test, x_val, y_val) -> "FoldOutcome":
+        probabilities, infer_ms = training.predict(fitted.model, x_test)
+        val_accuracy = float((training.predict(fitted.model, x_val)[0].argmax(1) == np.asarray(y_val)).mean())
+        return cls(probabilities, val_accuracy, fitted.epochs_run, fitted.best_epoch, fitted.stopped_by,
+                   fitted.train_seconds, infer_ms, int(fitted.model.count_params()), fitted.device)
+
+    @staticmethod
+    def path(store, cache_name: str, number: int) -> Path:
+        return Path(store) / cache_name / f"fold{number:03d}.json"
+
+    def write(self, store, cache_name: str, number: int, key: str, test_ids) -> None:
+        """Atomically (a temporary file renamed), so an interrupted run never leaves half a fold."""
+        path = self.path(store, cache_name, number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = {k: v for k, v in asdict(self).items() if k != "probabilities"}
+        text = json.dumps({"key": key, "test_ids": [str(i) for i in test_ids], **fields,
+                           "probabilities": np.round(self.probabilities, 6).tolist()}, indent=0)
+        temporary = path.with_suffix(f".tmp{os.getpid()}")
+        temporary.write_text(text)
+        temporary.replace(path)
+
+    @classmethod
+    def read(cls, store, cache_name: str, number: int, key: str, test_ids) -> "FoldOutcome | None":
+        """The stored outcome of this fold if it was trained with this fit key on these test images, else None."""
+        path = cls.path(store, cache_name, number)
+        if not path.is_file():
+            return None
+        stored = json.loads(path.read_text())
+        if stored.pop("key") != key or stored.pop("test_ids") != [str(i) for i in test_ids]:
+            return None
+        return cls(**{**stored, "probabilities": np.asarray(stored["probabilities"], dtype=float)})
+
+
+@dataclass
 class CrossValidated:
     """A model evaluated on folds: the record over every image (each predicted once, by the model that did
     not train on its subject), the per-fold table, and the out-of-fold scores."""
@@ -391,7 +445,7 @@ class CrossValidated:
     record: dict[str, Any]
     folds: pd.DataFrame
     probabilities: np.ndarray
-    fits: list
+    fits: list  # each fold's training.FitResult; None for a fold read from a fold store
 
 
 def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.ndarray], config: training.TrainConfig, *,
@@ -399,7 +453,8 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
                    n_split: int | None = None, val_fraction: float = 0.15, n_boot: int = 1000,
                    augment: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
                    after_fold: Callable[[int, float], None] | None = None,
-                   callbacks: Callable[[], list] | None = None) -> CrossValidated:
+                   callbacks: Callable[[], list] | None = None,
+                   fold_store: str | Path | None = None) -> CrossValidated:
     """Train ``build()`` once per fold on the images outside it (early stopping on a subject-disjoint part of
     them, :func:`inner_validation`), predict the fold, and evaluate the pooled out-of-fold predictions with
     :func:`fer_lib.results.evaluate` (bootstrap CIs over images). Each fold's model is cached and resumes
@@ -414,7 +469,13 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
     images), e.g. the video study's per-class copies. ``after_fold(fold, accuracy)`` is called after each
     fold with the accuracy on the images tested so far (an Optuna trial reports it and may stop there).
     ``callbacks()`` makes fresh extra Keras callbacks for each fold's fit (e.g. Lookahead); they do not
-    enter the cache key, so what they change must be in ``options``."""
+    enter the cache key, so what they change must be in ``options``.
+
+    ``fold_store``: a folder (committed with a profile's results) that keeps each finished fold's outcome
+    — its test predictions, validation accuracy, epochs, time — as ``<fold_store>/<cache_name>/foldNNN.json``
+    under the fold's fit key (:func:`fer_lib.training.fit_key`). A fold whose stored key matches is read
+    from there without training or a model; so a long cross-validation (118 LOSO folds) resumes on a fresh
+    machine whose ``cache/models`` is empty, and any change of data, options or training retrains it."""
     x, y, groups, ids = np.asarray(x), np.asarray(y), np.asarray(groups).astype(str), np.asarray(ids)
     tested = np.concatenate(folds) if len(folds) else np.empty(0, int)
     if len(np.unique(tested)) != len(tested):
@@ -428,18 +489,26 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
         x_fit, y_fit = x[fit_index], y[fit_index]
         if augment is not None:
             x_fit, y_fit = augment(x_fit, y_fit, config.seed + number)
-        fitted = training.fit(build, x_fit, y_fit, x[val_index], y[val_index], config,
-                              name=f"{cache_name}-fold{number:02d}", options=options, verbose=0,
-                              callbacks=callbacks() if callbacks else None)
-        probabilities[test], infer_ms = training.predict(fitted.model, x[test])
-        val_accuracy = float((training.predict(fitted.model, x[val_index])[0].argmax(1) == y[val_index]).mean())
+        name = f"{cache_name}-fold{number:02d}"
+        key = training.fit_key(name, options, config, x_fit, y_fit, x[val_index], y[val_index]) if fold_store else None
+        stored = FoldOutcome.read(fold_store, cache_name, number, key, ids[test]) if fold_store else None
+        if stored is None:
+            fitted = training.fit(build, x_fit, y_fit, x[val_index], y[val_index], config, name=name, options=options,
+                                  verbose=0, callbacks=callbacks() if callbacks else None)
+            outcome = FoldOutcome.of(fitted, x[test], x[val_index], y[val_index])
+            if fold_store:
+                outcome.write(fold_store, cache_name, number, key, ids[test])
+        else:
+            fitted, outcome = None, stored
+        probabilities[test] = outcome.probabilities
         fits.append(fitted)
         rows.append({"fold": number, "test subjects": ", ".join(np.unique(groups[test])[:3]) +
                      (f" … ({len(np.unique(groups[test]))})" if len(np.unique(groups[test])) > 3 else ""),
                      "test images": len(test), "accuracy": float((probabilities[test].argmax(1) == y[test]).mean()),
-                     "validation accuracy": val_accuracy, "epochs": fitted.epochs_run, "best epoch": fitted.best_epoch,
-                     "stopped by": fitted.stopped_by, "train s": fitted.train_seconds, "infer ms/image": infer_ms,
-                     "from cache": fitted.from_cache})
+                     "validation accuracy": outcome.val_accuracy, "epochs": outcome.epochs_run,
+                     "best epoch": outcome.best_epoch, "stopped by": outcome.stopped_by, "train s": outcome.train_seconds,
+                     "infer ms/image": outcome.infer_ms, "n params": outcome.n_params, "device": outcome.device,
+                     "from cache": "fold store" if fitted is None else ("cache/models" if fitted.from_cache else "trained")})
         if after_fold is not None:
             done = np.concatenate(folds[:number + 1])
             after_fold(number, float((probabilities[done].argmax(1) == y[done]).mean()))
@@ -447,10 +516,10 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
     metrics = results.evaluate(y[tested], probabilities[tested], class_names, n_split=n_split, n_boot=n_boot,
                                seed=config.seed)
     fields = {"train_seconds": float(table["train s"].sum()), "infer_ms_per_image": float(table["infer ms/image"].mean()),
-              "n_params": int(fits[0].model.count_params()), "n_folds": len(folds),
+              "n_params": int(table["n params"].iloc[0]), "n_folds": len(folds),
               "fold_accuracy_mean": float(table.accuracy.mean()), "fold_accuracy_std": float(table.accuracy.std(ddof=0)),
               "val_accuracy": float(table["validation accuracy"].mean()), "epochs_run": int(table.epochs.sum()),
-              "stopped_by": table["stopped by"].value_counts().to_dict(), "device": fits[0].device,
+              "stopped_by": table["stopped by"].value_counts().to_dict(), "device": table["device"].iloc[0],
               "training": asdict(config)}
     if record is None:
         full = {**metrics, **fields}
@@ -459,7 +528,7 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
         full = results.make_record(metrics, split=record.pop("split"), **fields, **record)
         results.write_record(full)
         results.write_predictions(full, ids[tested], y[tested], probabilities[tested])
-    return CrossValidated(full, table, probabilities, fits)
+    return CrossValidated(full, table.drop(columns=["n params", "device"]), probabilities, fits)
 
 
 def compare_folds(a: CrossValidated, b: CrossValidated, y, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:

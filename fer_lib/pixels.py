@@ -18,7 +18,7 @@ complete. 3-channel backbones repeat the grey channel inside the model.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -309,11 +309,16 @@ class RQ1Inputs:
     detections: Any
     extract_ms: dict[str, float]
     steps_ms: float
+    _arrays: dict = field(default_factory=dict, repr=False)
 
     def arrays(self, name: str):
+        """Input ``name`` cut into the splits, made once (the split copies of 35,887 faces are ~300 MB;
+        the trainer and the chapter's test-time augmentation share them)."""
         from .experiment import SplitArrays
 
-        return SplitArrays.from_indices(self.inputs[name], self.faces, self.split)
+        if name not in self._arrays:
+            self._arrays[name] = SplitArrays.from_indices(self.inputs[name], self.faces, self.split)
+        return self._arrays[name]
 
 
 def rq1_inputs(P) -> RQ1Inputs:
@@ -337,8 +342,11 @@ def rq1_inputs(P) -> RQ1Inputs:
 def converged_runs(P, rq1: RQ1Inputs, only=None, log_path=None):
     """Train (or read from the cache), evaluate and record the models of the profile's ``converged`` block:
     each trained until early stopping or the end of its schedule, on ``converged.input``, with
-    ``converged.training`` and the model's own ``training`` changes. ``only``: a subset of the labels."""
+    ``converged.training`` and the model's own ``training`` changes. ``only``: a subset of the labels.
+    ``converged.model_store`` (a folder under the book, committed): every fit mirrored there after each
+    epoch, so training spread over sessions on fresh machines resumes, and the chapter reads the models back."""
     from . import experiment, training
+    from .paths import repo_root
 
     C = P.converged
     specs = {label: spec for label, spec in C["models"].items() if only is None or label in only}
@@ -355,7 +363,8 @@ def converged_runs(P, rq1: RQ1Inputs, only=None, log_path=None):
         build=lambda model, options, seed: lambda: build(model, len(rq1.faces.class_names), augmentation=augmentation,
                                                          seed=seed, **options),
         inputs={C["input"]: rq1.arrays(C["input"])}, base=base, cache_prefix="rq1-converged",
-        record=record, class_names=rq1.faces.class_names, log_path=log_path)
+        record=record, class_names=rq1.faces.class_names, log_path=log_path,
+        store=repo_root() / C["model_store"] if C.get("model_store") else None)
 
 
 def main(argv=None) -> None:

@@ -316,7 +316,7 @@ def ProgressLog(path, name: str, epochs: int):
     return _Progress()
 
 
-def _batches(x, y, batch_size: int, seed: int, shuffle: bool):
+def batches(x, y, batch_size: int, seed: int, shuffle: bool):
     """A tf.data pipeline over in-memory arrays: shuffled anew each epoch (seeded), batched, prefetched so
     the next batch is ready while the current one trains."""
     import tensorflow as tf
@@ -347,6 +347,73 @@ def load_model(path, compile: bool = True):
     return keras.saving.load_model(path, compile=compile)
 
 
+#: what a committed run store keeps of a run folder: the finished model, or the state a resumed fit needs
+STORED_FILES = ("model.keras", "fit.json", "history.csv", "budget.json", "best.weights.h5",
+                "backup/latest.weights.h5", "backup/training_metadata.json")
+#: runs larger than this are not copied into a store (git is no place for big binaries)
+STORE_LIMIT_MB = 25.0
+
+
+def _epochs_in(run_dir: Path) -> int:
+    """Finished epochs recorded in a run folder (0 when none); a finished model counts as done."""
+    if (run_dir / "model.keras").is_file() and (run_dir / "fit.json").is_file():
+        return 1 << 30
+    return len(_read_history(run_dir / "history.csv"))
+
+
+def sync_run(source: Path, target: Path, limit_mb: float = STORE_LIMIT_MB) -> bool:
+    """Copy a run folder's :data:`STORED_FILES` from ``source`` to ``target`` (each file written to a
+    temporary name and renamed, so an interrupted copy leaves the old file whole). A finished run keeps
+    only its model and ``fit.json``. Returns False, copying nothing, when the files exceed ``limit_mb``."""
+    import shutil
+
+    finished = (source / "model.keras").is_file() and (source / "fit.json").is_file()
+    names = ("model.keras", "fit.json") if finished else STORED_FILES
+    files = [name for name in names if (source / name).is_file()]
+    if sum((source / name).stat().st_size for name in files) > limit_mb * 1e6:
+        return False
+    for name in files:
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        temporary = destination.with_name(destination.name + ".partial")
+        shutil.copyfile(source / name, temporary)
+        temporary.replace(destination)
+    if finished:  # the resume state is no longer needed
+        for name in set(STORED_FILES) - set(names):
+            (target / name).unlink(missing_ok=True)
+        if (target / "backup").is_dir() and not any((target / "backup").iterdir()):
+            (target / "backup").rmdir()
+    return True
+
+
+class StoreRun:
+    """Keras callback factory: after every epoch (and at the end) copy the run folder's resume state into
+    the committed store, so a fit spread over several sessions on fresh machines resumes where it was."""
+
+    def __new__(cls, run_dir: Path, stored: Path):
+        import keras
+
+        class _StoreRun(keras.callbacks.Callback):
+            too_large = False
+
+            def on_epoch_end(self, epoch, logs=None):
+                if not self.too_large and not sync_run(run_dir, stored):
+                    self.too_large = True
+                    print(f"{run_dir.name}: larger than {STORE_LIMIT_MB:.0f} MB, not kept in {stored.parent}")
+
+        return _StoreRun()
+
+
+def fit_key(name: str, options: dict[str, Any] | None, config: "TrainConfig", x_train, y_train, x_val, y_val) -> str:
+    """The digest that names a fit in the cache: the name, the builder's options, the training
+    configuration, the exact arrays and the Keras version (any change trains anew)."""
+    import keras
+
+    return hashlib.sha256(json.dumps(
+        [name, options or {}, config_key(config), array_digest(x_train, y_train, x_val, y_val), keras.__version__],
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def fit(
     build: Callable[[], Any],
     x_train, y_train, x_val, y_val,
@@ -359,21 +426,31 @@ def fit(
     callbacks: list | None = None,
     verbose: int = 2,
     log_path: str | os.PathLike | None = None,
+    store: str | os.PathLike | None = None,
 ) -> FitResult:
     """Train ``build()`` on (x_train, y_train), early-stopping on (x_val, y_val); see the module doc.
 
     ``options`` are the builder's arguments: they enter the cache key, so changing the model retrains.
     ``cache_dir`` defaults to ``<book>/cache/models``; extra ``callbacks`` run after the built-in ones
     (they do not enter the cache key). ``log_path``: append a progress line per epoch to this file.
+    ``store``: a committed folder that mirrors this run (:func:`sync_run`: the finished model, or while
+    training the state to resume from, after every epoch), so a run finished — or half done — on
+    another machine is read back or resumed on a fresh clone whose ``cache/`` is empty.
     """
     import keras
 
-    key = hashlib.sha256(json.dumps(
-        [name, options or {}, config_key(config), array_digest(x_train, y_train, x_val, y_val), keras.__version__],
-        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = fit_key(name, options, config, x_train, y_train, x_val, y_val)
     run_dir = Path(cache_dir or repo_root() / "cache" / "models") / f"{name}-{key}"
+    stored = Path(store) / f"{name}-{key}" if store else None
+    if stored is not None and cache and _epochs_in(stored) > _epochs_in(run_dir):
+        if run_dir.exists():  # an older attempt here: the store's is further along
+            import shutil
+            shutil.rmtree(run_dir)
+        sync_run(stored, run_dir, limit_mb=float("inf"))
     model_path, meta_path = run_dir / "model.keras", run_dir / "fit.json"
     if cache and model_path.is_file() and meta_path.is_file():
+        if stored is not None and _epochs_in(stored) < _epochs_in(run_dir):
+            sync_run(run_dir, stored)  # trained before the store was named: keep it there too
         meta = json.loads(meta_path.read_text())
         model = load_model(model_path)
         return FitResult.from_meta(model, meta, run_dir, from_cache=True)
@@ -403,9 +480,11 @@ def fit(
                                                               patience=config.reduce_lr_patience, min_lr=1e-5))
     if log_path is not None:
         callbacks.append(ProgressLog(log_path, name, config.epochs))
+    if stored is not None:
+        callbacks.append(StoreRun(run_dir, stored))  # last: after the backup, history and budget are written
     if config.pipeline == "tf.data":
-        model.fit(_batches(x_train, y_train, config.batch_size, config.seed, shuffle=True),
-                  validation_data=_batches(x_val, y_val, 256, config.seed, shuffle=False),
+        model.fit(batches(x_train, y_train, config.batch_size, config.seed, shuffle=True),
+                  validation_data=batches(x_val, y_val, 256, config.seed, shuffle=False),
                   epochs=config.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,  # the pipeline shuffles
                   class_weight=class_weights(y_train, config))
     else:
@@ -429,6 +508,8 @@ def fit(
             "stopped_by": stopped_by, "device": device_description()}
     model.save(model_path)
     meta_path.write_text(json.dumps(meta, indent=1, default=str))
+    if stored is not None and not sync_run(run_dir, stored):
+        print(f"{run_dir.name}: larger than {STORE_LIMIT_MB:.0f} MB, not kept in {stored.parent}")
     return FitResult.from_meta(model, meta, run_dir, from_cache=False)
 
 

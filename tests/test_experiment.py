@@ -102,3 +102,53 @@ def test_ensemble_averages_the_members_probabilities_and_sums_their_costs(fer_sa
     assert "average of cnn_4, cnn_6" in experiment.results_sentence({"ensemble": both})
     # an ensemble never stands for "the best 2D model", whatever its PublicTest accuracy
     assert experiment.best_record("smoke", "pixels_2d")["model"] in ("cnn_4", "cnn_6")
+
+
+def test_fold_store_resumes_a_cross_validation_without_models_and_retrains_on_any_change(ck_sample, book, monkeypatch):
+    """A fresh machine has no cache/models: the committed fold outcomes alone rebuild the same record, and
+    folds not yet stored (or stored under another fit key) are the only ones trained."""
+    dataset = ck_sample.relabel("valence4")
+    x = np.random.default_rng(0).uniform(0, 255, (len(dataset), 48, 48, 1)).astype("float32")
+    folds = experiment.subject_folds(dataset.subject, dataset.labels, 3)
+    config = training.TrainConfig(optimizer="adam", learning_rate=1e-3, epochs=1, batch_size=16)
+    store = book / "results" / "folds"
+
+    def tiny_network():
+        import keras
+        return keras.Sequential([keras.Input((48, 48, 1)), keras.layers.AveragePooling2D(8), keras.layers.Flatten(),
+                                 keras.layers.Dense(4, activation="softmax")])
+
+    def run(options, cache_name="cv"):
+        return experiment.cross_validate(tiny_network, x, dataset.labels,
+                                         dataset.subject, dataset.ids, folds, config, cache_name=cache_name,
+                                         options=options, class_names=dataset.class_names, record=None, n_boot=0,
+                                         fold_store=store)
+
+    first = run({"width": 2})
+    assert sorted(p.name for p in (store / "cv").iterdir()) == ["fold000.json", "fold001.json", "fold002.json"]
+    assert (first.folds["from cache"] == "trained").all()
+
+    # cache/models gone (a fresh clone): the stored outcomes give the same predictions, record and table
+    import shutil
+    shutil.rmtree(book / "cache" / "models")
+    real_fit = training.fit
+    trained = []
+    monkeypatch.setattr(training, "fit", lambda *a, **k: trained.append(k["name"]) or real_fit(*a, **k))
+    again = run({"width": 2})
+    assert trained == [] and (again.folds["from cache"] == "fold store").all()
+    np.testing.assert_allclose(again.probabilities, first.probabilities, atol=1e-6)
+    assert again.record["accuracy"] == first.record["accuracy"] and again.record["n_params"] == first.record["n_params"]
+    assert again.fits == [None, None, None]
+
+    # an interrupted run: one fold missing trains just that fold
+    (store / "cv" / "fold001.json").unlink()
+    run({"width": 2})
+    assert trained == ["cv-fold01"]
+    # other options are another fit key: every fold retrains (the stale outcomes are replaced)
+    run({"width": 3})
+    assert trained == ["cv-fold01", "cv-fold00", "cv-fold01", "cv-fold02"]
+    # a fold whose test images differ (other folds) is not read from the store
+    import json
+    key = json.loads(experiment.FoldOutcome.path(store, "cv", 0).read_text())["key"]
+    assert experiment.FoldOutcome.read(store, "cv", 0, key, dataset.ids[folds[0]]) is not None
+    assert experiment.FoldOutcome.read(store, "cv", 0, key, dataset.ids[folds[1]]) is None

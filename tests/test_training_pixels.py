@@ -83,6 +83,44 @@ def test_an_interrupted_fit_resumes_from_its_last_epoch(tiny, tmp_path):
     assert resumed.epochs_run == 4 and resumed.train_seconds > 0
 
 
+def test_a_fit_mirrored_in_a_store_resumes_and_reloads_on_a_fresh_machine(tiny, tmp_path):
+    """A session ends mid-training; the next session's machine has an empty cache/ but the committed store:
+    training resumes at the first unfinished epoch, and a third machine reads the finished model back."""
+    x, y, xv, yv, n = tiny
+    store = tmp_path / "store"
+
+    class EndOfSession(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("simulated end of session")
+
+    class Epochs(keras.callbacks.Callback):
+        seen: list = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.seen.append(epoch)
+
+    config = training.TrainConfig(epochs=4, batch_size=16, patience=10)
+    with pytest.raises(RuntimeError, match="end of session"):
+        training.fit(_small_cnn(n), x, y, xv, yv, config, name="s", cache_dir=tmp_path / "machine1", store=store,
+                     callbacks=[EndOfSession()], verbose=0)
+    (run,) = store.iterdir()
+    assert (run / "backup" / "latest.weights.h5").is_file() and not (run / "model.keras").exists()
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 2  # header + the two finished epochs
+    counter = Epochs()
+    resumed = training.fit(_small_cnn(n), x, y, xv, yv, config, name="s", cache_dir=tmp_path / "machine2", store=store,
+                           callbacks=[counter], verbose=0)
+    assert counter.seen == [2, 3] and [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]
+    assert sorted(p.name for p in run.iterdir()) == ["fit.json", "model.keras"]  # finished: the model alone
+    again = training.fit(_small_cnn(n), x, y, xv, yv, config, name="s", cache_dir=tmp_path / "machine3", store=store,
+                         verbose=0)
+    assert again.from_cache and again.epochs_run == 4
+    np.testing.assert_allclose(again.model.predict(xv, verbose=0), resumed.model.predict(xv, verbose=0), rtol=1e-5)
+    # a run over the size limit is not copied
+    assert not training.sync_run(resumed.run_dir, tmp_path / "elsewhere", limit_mb=1e-6)
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_train_config_rejects_unknown_optimizers_and_converts_minutes():
     with pytest.raises(ValueError, match="optimizer"):
         training.TrainConfig(optimizer="rmsprop")
