@@ -363,12 +363,15 @@ def _epochs_in(run_dir: Path) -> int:
 
 def sync_run(source: Path, target: Path, limit_mb: float = STORE_LIMIT_MB) -> bool:
     """Copy a run folder's :data:`STORED_FILES` from ``source`` to ``target`` (each file written to a
-    temporary name and renamed, so an interrupted copy leaves the old file whole). A finished run keeps
-    only its model and ``fit.json``. Returns False, copying nothing, when the files exceed ``limit_mb``."""
+    temporary name and renamed, so an interrupted copy leaves the old file whole). Of a finished run only
+    the model (unless ``target`` has it already: :func:`store_finished` wrote a slimmer one) and ``fit.json``
+    are copied, and ``target``'s resume state goes. Returns False, copying nothing, when the files exceed
+    ``limit_mb``."""
     import shutil
 
     finished = (source / "model.keras").is_file() and (source / "fit.json").is_file()
-    names = ("model.keras", "fit.json") if finished else STORED_FILES
+    names = ("fit.json",) if finished and (target / "model.keras").is_file() else (
+        ("model.keras", "fit.json") if finished else STORED_FILES)
     files = [name for name in names if (source / name).is_file()]
     if sum((source / name).stat().st_size for name in files) > limit_mb * 1e6:
         return False
@@ -379,10 +382,28 @@ def sync_run(source: Path, target: Path, limit_mb: float = STORE_LIMIT_MB) -> bo
         shutil.copyfile(source / name, temporary)
         temporary.replace(destination)
     if finished:  # the resume state is no longer needed
-        for name in set(STORED_FILES) - set(names):
+        for name in set(STORED_FILES) - {"model.keras", "fit.json"}:
             (target / name).unlink(missing_ok=True)
         if (target / "backup").is_dir() and not any((target / "backup").iterdir()):
             (target / "backup").rmdir()
+    return True
+
+
+def store_finished(model, build: Callable[[], Any], run_dir: Path, stored: Path,
+                   limit_mb: float = STORE_LIMIT_MB) -> bool:
+    """Keep a finished run in the store: its model for inference (the weights in a fresh, uncompiled
+    ``build()``, so without the optimizer's state: a third of the cached file for Adam) and ``fit.json``;
+    the resume state goes. Returns False, keeping nothing new, when the model exceeds ``limit_mb``."""
+    stored.mkdir(parents=True, exist_ok=True)
+    slim = build()
+    slim.set_weights(model.get_weights())
+    temporary = stored / "model.partial.keras"
+    slim.save(temporary)
+    if temporary.stat().st_size > limit_mb * 1e6:
+        temporary.unlink()
+        return False
+    temporary.replace(stored / "model.keras")
+    sync_run(run_dir, stored)  # fit.json (the model is already there, whole), then the resume state goes
     return True
 
 
@@ -449,10 +470,10 @@ def fit(
         sync_run(stored, run_dir, limit_mb=float("inf"))
     model_path, meta_path = run_dir / "model.keras", run_dir / "fit.json"
     if cache and model_path.is_file() and meta_path.is_file():
-        if stored is not None and _epochs_in(stored) < _epochs_in(run_dir):
-            sync_run(run_dir, stored)  # trained before the store was named: keep it there too
         meta = json.loads(meta_path.read_text())
         model = load_model(model_path)
+        if stored is not None and _epochs_in(stored) < _epochs_in(run_dir):
+            store_finished(model, build, run_dir, stored)  # trained before the store was named: keep it there too
         return FitResult.from_meta(model, meta, run_dir, from_cache=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     history_path, best_path = run_dir / "history.csv", run_dir / "best.weights.h5"
@@ -508,7 +529,7 @@ def fit(
             "stopped_by": stopped_by, "device": device_description()}
     model.save(model_path)
     meta_path.write_text(json.dumps(meta, indent=1, default=str))
-    if stored is not None and not sync_run(run_dir, stored):
+    if stored is not None and not store_finished(model, build, run_dir, stored):
         print(f"{run_dir.name}: larger than {STORE_LIMIT_MB:.0f} MB, not kept in {stored.parent}")
     return FitResult.from_meta(model, meta, run_dir, from_cache=False)
 

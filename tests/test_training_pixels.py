@@ -112,6 +112,8 @@ def test_a_fit_mirrored_in_a_store_resumes_and_reloads_on_a_fresh_machine(tiny, 
                            callbacks=[counter], verbose=0)
     assert counter.seen == [2, 3] and [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]
     assert sorted(p.name for p in run.iterdir()) == ["fit.json", "model.keras"]  # finished: the model alone
+    # kept for inference: without the optimizer's state, smaller than the cached model
+    assert (run / "model.keras").stat().st_size < (resumed.run_dir / "model.keras").stat().st_size
     again = training.fit(_small_cnn(n), x, y, xv, yv, config, name="s", cache_dir=tmp_path / "machine3", store=store,
                          verbose=0)
     assert again.from_cache and again.epochs_run == 4

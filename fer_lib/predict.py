@@ -1,0 +1,323 @@
+"""Emotions of the faces in any photo, by the book's packaged models (:mod:`fer_lib.zoo`), offline.
+
+    python -m fer_lib.predict PHOTO_OR_FOLDER [--representation pixels_2d,landmarks_3d,…] [--format table|json|csv]
+
+Each face found in the photo (MediaPipe's face landmarker on the whole image, any size, colour or
+grey) is cut out as FER2013 shows faces — a square around the face, grey, 48×48 — and then goes through
+exactly the pipelines the chapters trained on: chapter 3's detection, alignment, crop and CLAHE for the
+2D model; MediaPipe's 478 landmarks (normalised, then as voxels or mesh features) or its 52 blendshapes
+for the others. Every model gives its class probabilities; the fusion is their equal-weight average
+over the models that could read the face (chapter 10's fixed rule). A face a model cannot read (MediaPipe
+finds no mesh in the 48-px crop) is reported as such for that model, never silently dropped.
+
+From Python: ``Predictor(...).predict_image(image)`` (one row per face) or ``predict_faces(faces48)``
+(48×48 grey faces, e.g. a dataset's images: what the cross-dataset test uses).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import zoo
+from .preprocess import to_gray
+
+#: photo file types a folder is searched for
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm")
+FUSION = "fusion"
+
+
+class PredictError(Exception):
+    """Bad input with a message that names the problem and the fix (the CLI prints it and exits 2)."""
+
+
+@dataclass
+class Faces:
+    """Faces found in one image: boxes (x0, y0, x1, y1) in its pixels and the 48×48 grey crops."""
+
+    boxes: np.ndarray
+    crops: np.ndarray
+
+    def __len__(self):
+        return len(self.boxes)
+
+
+class FaceFinder:
+    """MediaPipe's face landmarker on a whole photo: a box per face, square, grown by ``margin`` of its
+    side on every side (FER2013's faces include the forehead and some background), cut out grey at 48 px."""
+
+    def __init__(self, max_faces: int = 8, margin: float = 0.2, min_confidence: float = 0.5, size: int = 48):
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        from .paths import face_landmarker_path
+
+        options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(face_landmarker_path())),
+                                               num_faces=max_faces, min_face_detection_confidence=min_confidence)
+        self.landmarker = vision.FaceLandmarker.create_from_options(options)
+        self.margin, self.size = margin, size
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.landmarker.close()
+
+    def find(self, image: np.ndarray) -> Faces:
+        import cv2
+        import mediapipe as mp
+
+        gray = to_gray(image)
+        rgb = np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+        result = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+        height, width = gray.shape
+        boxes, crops = [], []
+        for landmarks in result.face_landmarks:
+            xy = np.array([(p.x * width, p.y * height) for p in landmarks])
+            (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
+            side = max(x1 - x0, y1 - y0) * (1 + 2 * self.margin)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            box = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+            # outside the photo the crop is padded with the border's pixels, so a face at the edge keeps its framing
+            matrix = np.array([[self.size / side, 0, -box[0] * self.size / side],
+                               [0, self.size / side, -box[1] * self.size / side]])
+            crops.append(cv2.warpAffine(gray, matrix, (self.size, self.size), flags=cv2.INTER_AREA,
+                                        borderMode=cv2.BORDER_REPLICATE))
+            boxes.append(np.clip(box, 0, [width, height, width, height]))
+        return Faces(np.array(boxes, float).reshape(-1, 4), np.array(crops, np.uint8).reshape(-1, self.size, self.size))
+
+
+# --------------------------------------------------------------------------------------------------
+# From 48×48 faces to each model's input, as the chapters made them
+
+
+def pixel_inputs(faces48: np.ndarray, spec_input: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Chapter 3's 2D input (detector box → alignment → crop → CLAHE; a face the detector misses keeps
+    the whole frame, as in training): (N, 48, 48, 1) float32, and every face usable."""
+    from .preprocess import MediaPipeDetector, Preprocessing, detect_faces
+
+    preprocessing = Preprocessing(**spec_input["preprocessing"])
+    detections = None
+    if preprocessing.detector is not None:
+        if preprocessing.detector != "mediapipe":
+            raise ValueError(f"zoo 2D inputs are made with MediaPipe's detector, not {preprocessing.detector!r}")
+        with MediaPipeDetector(**spec_input["detector_options"]) as detector:
+            detections = detect_faces(faces48, detector)
+    return preprocessing.apply(faces48, detections)[..., None].astype("float32"), np.ones(len(faces48), bool)
+
+
+def mesh_extraction(faces48: np.ndarray, spec_input: dict[str, Any]) -> dict[str, np.ndarray]:
+    """MediaPipe's landmarks, blendshapes and pose of every face, with the chapters' attempt cascade."""
+    from .face_mesh import DEFAULT_ATTEMPTS, Attempt, FaceMeshExtractor
+
+    attempts = spec_input.get("attempts") or DEFAULT_ATTEMPTS
+    with FaceMeshExtractor(tuple(Attempt(**a) if isinstance(a, dict) else a for a in attempts),
+                           min_confidence=spec_input["min_confidence"]) as extractor:
+        return extractor.extract(faces48)
+
+
+MESH_TRANSFORMS = ("none", "occupancy", "gaussian", "edges", "xyz", "xyz_normals", "xyz_laplacian")
+
+
+def mesh_inputs(extraction: dict[str, np.ndarray], spec_input: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Chapters 4–6: the normalised landmarks of the faces MediaPipe read, then the chapter's transform."""
+    from . import landmarks, mesh, voxels
+
+    found = extraction["detected"]
+    steps = spec_input["normalisation"]
+    steps = landmarks.NORMALISATIONS[steps] if isinstance(steps, str) else steps
+    points = landmarks.normalise(extraction["landmarks"][found], extraction["matrix"][found], **steps)
+    transform = spec_input.get("transform", "none")
+    options = spec_input.get("transform_options", {})
+    if transform not in MESH_TRANSFORMS:
+        raise ValueError(f"mesh transform {transform!r} is not one of {MESH_TRANSFORMS}")
+    x = {"none": lambda p: p,
+         "occupancy": lambda p: voxels.occupancy(p, **options),
+         "gaussian": lambda p: voxels.gaussian_splat(p, **options),
+         "edges": lambda p: mesh.edge_lengths(p, normalise=True),
+         "xyz": lambda p: mesh.node_features(p, normals=False),
+         "xyz_normals": lambda p: mesh.node_features(p, normals=True),
+         "xyz_laplacian": lambda p: mesh.node_features(p, laplacian=True)}[transform](points)
+    return x, found
+
+
+def blendshape_inputs(extraction: dict[str, np.ndarray], spec_input: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Chapter 7: the chosen blendshape columns of the faces MediaPipe read."""
+    found = extraction["detected"]
+    return extraction["blendshapes"][found][:, np.asarray(spec_input["columns"])].astype(np.float32), found
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class Predictor:
+    """The zoo's models (all, or those whose name or representation is in ``names``), ready to predict."""
+
+    def __init__(self, names=None, zoo_dir=None, max_faces: int = 8, margin: float = 0.2):
+        available = zoo.entries(zoo_dir)
+        if not available:
+            raise PredictError(f"no models in the zoo ({zoo_dir or zoo.default_dir()}): a zoo folder holds a "
+                               "spec.json and a model per model (fer_lib.zoo.export writes them); pass --zoo FOLDER")
+        if names:
+            unknown = [n for n in names if n not in available and n not in {e.representation for e in available.values()}]
+            if unknown:
+                choices = sorted(set(available) | {e.representation for e in available.values()})
+                raise PredictError(f"unknown representation {', '.join(map(repr, unknown))}; choose from {', '.join(choices)}")
+            available = {k: e for k, e in available.items() if k in names or e.representation in names}
+        orders = {tuple(e.class_order) for e in available.values()}
+        if len(orders) > 1:
+            raise PredictError(f"the chosen models predict different label sets ({sorted(orders)}): choose one set")
+        self.entries = available
+        self.class_order = list(next(iter(orders)))
+        self.models = {name: zoo.load_model(entry) for name, entry in available.items()}
+        self.max_faces, self.margin = max_faces, margin
+        self._finder = None
+
+    def predict_faces(self, faces48: np.ndarray) -> dict[str, np.ndarray]:
+        """Class probabilities (N, classes) per model and the fusion; NaN rows for faces a model cannot read."""
+        faces48 = np.asarray([to_gray(f) for f in faces48], np.uint8)
+        if faces48.ndim != 3 or faces48.shape[1:] != (48, 48):
+            raise PredictError(f"predict_faces takes 48×48 grey faces, not an array of shape {faces48.shape}")
+        extractions: dict[str, dict] = {}
+        out = {}
+        for name, entry in self.entries.items():
+            spec_input = entry.spec["input"]
+            if spec_input["kind"] == "pixels":
+                x, present = pixel_inputs(faces48, spec_input)
+            else:
+                key = json.dumps([spec_input.get("attempts"), spec_input["min_confidence"]], default=str)
+                if key not in extractions:  # one MediaPipe pass serves every mesh and blendshape model
+                    extractions[key] = mesh_extraction(faces48, spec_input)
+                make = mesh_inputs if spec_input["kind"] == "mesh" else blendshape_inputs
+                x, present = make(extractions[key], spec_input)
+            probabilities = np.full((len(faces48), len(self.class_order)), np.nan)
+            if present.any():
+                model = self.models[name]
+                scores = model.predict_proba(x) if hasattr(model, "predict_proba") else model.predict(x, verbose=0)
+                probabilities[present] = scores
+            out[name] = probabilities
+        stacked = np.stack(list(out.values()))
+        read = ~np.isnan(stacked[:, :, 0])
+        out[FUSION] = np.where(read.any(0)[:, None], np.nansum(stacked, axis=0) / np.maximum(1, read.sum(0))[:, None], np.nan)
+        return out
+
+    def find_faces(self, image: np.ndarray) -> Faces:
+        if self._finder is None:
+            self._finder = FaceFinder(self.max_faces, self.margin)
+        return self._finder.find(image)
+
+    def predict_image(self, image: np.ndarray) -> pd.DataFrame:
+        """One row per face: its box, and for each model and the fusion the predicted emotion and its
+        probabilities (``<model>:<class>`` columns); no rows when no face is found."""
+        faces = self.find_faces(image)
+        if not len(faces):
+            return pd.DataFrame(columns=["face", "x0", "y0", "x1", "y1"])
+        probabilities = self.predict_faces(faces.crops)
+        rows = []
+        for index, box in enumerate(faces.boxes):
+            row: dict[str, Any] = {"face": index, **dict(zip(("x0", "y0", "x1", "y1"), np.round(box).astype(int)))}
+            for name, p in probabilities.items():
+                row[name] = self.class_order[int(np.argmax(p[index]))] if not np.isnan(p[index, 0]) else "no face read"
+                row.update({f"{name}:{c}": float(v) for c, v in zip(self.class_order, p[index])})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def close(self):
+        if self._finder is not None:
+            self._finder.__exit__()
+            self._finder = None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as an array (any size; colour or grey), or a PredictError naming the problem."""
+    import cv2
+
+    if not path.exists():
+        raise PredictError(f"{path}: no such file or folder")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise PredictError(f"{path}: not an image OpenCV can read (is it a {', '.join(IMAGE_SUFFIXES)} file?)")
+    if image.dtype != np.uint8:  # 16-bit PNG/TIFF
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
+    return image
+
+
+def images_in(target: Path) -> list[Path]:
+    if target.is_dir():
+        found = sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise PredictError(f"{target}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return found
+    if not target.exists():
+        raise PredictError(f"{target}: no such file or folder")
+    return [target]
+
+
+def predict_paths(predictor: Predictor, target: Path, progress: bool = True) -> pd.DataFrame:
+    """One row per face of every image (a folder: recursively), plus a row per image with no face or
+    that cannot be read (``status`` says which): nothing is left out."""
+    from tqdm import tqdm
+
+    paths = images_in(target)
+    tables = []
+    for path in tqdm(paths, disable=not progress or len(paths) == 1, unit="image", file=sys.stderr):
+        try:
+            table = predictor.predict_image(read_image(path))
+            status = "ok" if len(table) else "no face found"
+        except PredictError as error:
+            table, status = pd.DataFrame(), str(error)
+        if not len(table):
+            table = pd.DataFrame([{"face": None}])
+        table.insert(0, "image", str(path))
+        table.insert(1, "status", status)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_lib.predict", description=__doc__.split("\n")[0])
+    parser.add_argument("target", type=Path, help="a photo, or a folder of photos (searched recursively)")
+    parser.add_argument("--representation", help="comma-separated zoo model names or representations (default: all)")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--zoo", type=Path, help="zoo folder (default: the packaged fer_lib/models/zoo)")
+    parser.add_argument("--max-faces", type=int, default=8)
+    args = parser.parse_args(argv)
+    try:
+        names = [n.strip() for n in args.representation.split(",") if n.strip()] if args.representation else None
+        predictor = Predictor(names, zoo_dir=args.zoo, max_faces=args.max_faces)
+    except PredictError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        table = predict_paths(predictor, args.target)
+    except PredictError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        predictor.close()  # MediaPipe's graph, before the interpreter shuts down
+    if args.format == "json":
+        print(table.to_json(orient="records", indent=1))
+    elif args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        labels = [c for c in table.columns if ":" not in c]
+        confidence = {name: table[[c for c in table.columns if c.startswith(f"{name}:")]].max(axis=1)
+                      for name in [*predictor.entries, FUSION] if f"{name}:{predictor.class_order[0]}" in table}
+        shown = table[labels].copy()
+        for name, value in confidence.items():
+            shown[name] = [f"{label} ({p:.0%})" if p == p else (label if isinstance(label, str) else "")
+                           for label, p in zip(table[name], value)]
+        print(shown.to_string(index=False))
+    failed = (table.status != "ok").sum()
+    if failed:
+        print(f"{failed} of {table.image.nunique()} image(s) without a face read: see the status column", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The zoo and the predictor: packaged models give, through fer_lib.predict, exactly the predictions they
+give on the chapters' own inputs; faces are found in whole photos; bad input is reported, never a traceback."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+keras = pytest.importorskip("keras")
+from fer_lib import landmarks, pixels, predict, preprocess, zoo  # noqa: E402
+from fer_lib.data import TEST  # noqa: E402
+from fer_lib.face_mesh import Attempt, FaceMeshExtractor  # noqa: E402
+
+PIXELS = {"kind": "pixels", "preprocessing": {"detector": "mediapipe", "align": True, "use_clahe": True, "margin": 0.1},
+          "detector_options": {"input_size": 192, "padding": 24, "min_confidence": 0.3}}
+ATTEMPTS = [{"input_size": 192, "padding": 24}, {"input_size": 256, "padding": 64}]
+MESH = {"kind": "mesh", "attempts": ATTEMPTS, "min_confidence": 0.3, "normalisation": "centre+scale", "transform": "none"}
+BLENDSHAPES = {"kind": "blendshapes", "attempts": ATTEMPTS, "min_confidence": 0.3, "columns": list(range(0, 52, 2))}
+RECORD = {"chapter": "test", "model": "tiny", "accuracy": 0.5, "accuracy_ci95": [0.4, 0.6], "profile": "smoke"}
+
+
+@pytest.fixture(scope="module")
+def faces(fer_sample):
+    """2 PrivateTest faces per class of the sample."""
+    return fer_sample.stratified_subset(2, splits=(TEST,)).images
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory, fer_sample, faces):
+    """A zoo of three small models (untrained Keras ones and a forest fitted on sample blendshapes)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    folder = tmp_path_factory.mktemp("zoo")
+    classes = list(fer_sample.class_names)
+    keras.utils.set_random_seed(0)
+    zoo.export("pixels_2d", pixels.build("study_cnn", 7, width=4, dense_units=8), representation="pixels_2d",
+               class_order=classes, input=PIXELS, record=RECORD, zoo_dir=folder)
+    mesh_model = keras.Sequential([keras.Input((478, 3)), keras.layers.Flatten(), keras.layers.Dense(7, activation="softmax")])
+    zoo.export("landmarks_3d", mesh_model, representation="landmarks_3d", class_order=classes, input=MESH,
+               record=RECORD, zoo_dir=folder)
+    train = fer_sample.stratified_subset(6, splits=("Training",))
+    with FaceMeshExtractor(tuple(Attempt(**a) for a in ATTEMPTS)) as extractor:
+        extracted = extractor.extract(train.images)
+    found = extracted["detected"]
+    forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(
+        extracted["blendshapes"][found][:, BLENDSHAPES["columns"]], train.labels[found])
+    assert len(forest.classes_) == 7, "MediaPipe should read a face of every class among 6 per class"
+    zoo.export("blendshapes", forest, representation="blendshapes", class_order=classes, input=BLENDSHAPES,
+               record=RECORD, zoo_dir=folder)
+    return folder
+
+
+def test_exported_models_predict_through_the_predictor_exactly_as_on_the_chapters_inputs(tiny_zoo, faces):
+    predictor = predict.Predictor(zoo_dir=tiny_zoo)
+    out = predictor.predict_faces(faces)
+    assert set(out) == {"pixels_2d", "landmarks_3d", "blendshapes", predict.FUSION}
+
+    # chapter 3's inputs: the detector's boxes, then Preprocessing (misses keep the whole frame)
+    with preprocess.MediaPipeDetector(**PIXELS["detector_options"]) as detector:
+        detections = preprocess.detect_faces(faces, detector)
+    x2d = preprocess.Preprocessing(**PIXELS["preprocessing"]).apply(faces, detections)[..., None].astype("float32")
+    expected = predictor.models["pixels_2d"].predict(x2d, verbose=0)
+    np.testing.assert_allclose(out["pixels_2d"], expected, rtol=1e-5, atol=1e-6)
+
+    # chapters 4 and 7: MediaPipe's landmarks (normalised) and blendshape columns, for the faces it reads
+    with FaceMeshExtractor(tuple(Attempt(**a) for a in ATTEMPTS)) as extractor:
+        extracted = extractor.extract(faces)
+    found = extracted["detected"]
+    assert found.sum() >= 10
+    points = landmarks.normalise(extracted["landmarks"][found], extracted["matrix"][found])
+    np.testing.assert_allclose(out["landmarks_3d"][found], predictor.models["landmarks_3d"].predict(points, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["blendshapes"][found], predictor.models["blendshapes"].predict_proba(
+        extracted["blendshapes"][found][:, BLENDSHAPES["columns"]]))
+    assert np.isnan(out["landmarks_3d"][~found]).all()  # a face MediaPipe cannot read is marked, not guessed
+    # the fusion: the mean over the models that read each face
+    readers = [out[n] for n in ("pixels_2d", "landmarks_3d", "blendshapes")]
+    np.testing.assert_allclose(out[predict.FUSION][found], np.mean([r[found] for r in readers], axis=0), rtol=1e-6)
+    if (~found).any():
+        np.testing.assert_allclose(out[predict.FUSION][~found], out["pixels_2d"][~found], rtol=1e-6)
+
+
+def _photo_with_a_face(face48, size=(480, 640), at=(140, 300), side=200):
+    """A 640×480 grey photo: a gradient background with a FER2013 face enlarged at (row, column)."""
+    photo = np.tile(np.linspace(60, 200, size[1], dtype=np.float32), (size[0], 1)).astype(np.uint8)
+    photo[at[0]:at[0] + side, at[1]:at[1] + side] = cv2.resize(face48, (side, side), interpolation=cv2.INTER_CUBIC)
+    return photo
+
+
+def test_faces_are_found_in_a_whole_photo_in_colour_or_grey_and_an_empty_one_has_none(tiny_zoo, faces):
+    predictor = predict.Predictor(["pixels_2d"], zoo_dir=tiny_zoo)
+    photo = _photo_with_a_face(faces[0])
+    for image in (photo, cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR)):
+        table = predictor.predict_image(image)
+        assert len(table) == 1
+        x0, y0, x1, y1 = table.loc[0, ["x0", "y0", "x1", "y1"]]
+        assert x0 < 300 + 100 < x1 and y0 < 140 + 100 < y1 and 150 < x1 - x0 < 400  # around the pasted face
+        assert table.loc[0, "pixels_2d"] in predictor.class_order
+        assert sum(table.loc[0, f"pixels_2d:{c}"] for c in predictor.class_order) == pytest.approx(1, abs=1e-4)
+    assert len(predictor.predict_image(np.full((480, 640), 128, np.uint8))) == 0
+    predictor.close()
+
+
+def test_the_command_line_reports_every_image_and_bad_input_without_a_traceback(tiny_zoo, faces, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_face.png"), _photo_with_a_face(faces[1]))
+    cv2.imwrite(str(folder / "blank.jpg"), np.full((100, 120, 3), 200, np.uint8))
+    (folder / "broken.png").write_bytes(b"not a png")
+    assert predict.main([str(folder), "--zoo", str(tiny_zoo), "--format", "json", "--representation", "pixels_2d"]) == 0
+    rows = pd.DataFrame(json.loads(capsys.readouterr().out))
+    status = rows.groupby("image").status.first()
+    assert status[str(folder / "a_face.png")] == "ok" and status[str(folder / "blank.jpg")] == "no face found"
+    assert "not an image" in status[str(folder / "broken.png")]
+
+    assert predict.main([str(tmp_path / "missing.jpg"), "--zoo", str(tiny_zoo)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert predict.main([str(folder), "--zoo", str(tiny_zoo), "--representation", "pixels_2d,telepathy"]) == 2
+    assert "unknown representation 'telepathy'" in capsys.readouterr().err
+    assert predict.main([str(folder), "--zoo", str(tmp_path / "empty_zoo")]) == 2
+    assert "no models in the zoo" in capsys.readouterr().err
+
+
+def test_a_zoo_spec_names_what_its_input_lacks(tmp_path):
+    with pytest.raises(ValueError, match="needs \\['columns'\\]"):
+        zoo.export("x", None, representation="blendshapes", class_order=["a"],
+                   input={k: v for k, v in BLENDSHAPES.items() if k != "columns"}, record=RECORD, zoo_dir=tmp_path)
+    with pytest.raises(ValueError, match="input kind"):
+        zoo.export("x", None, representation="r", class_order=["a"], input={"kind": "smell"}, record=RECORD, zoo_dir=tmp_path)
