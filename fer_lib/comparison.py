@@ -14,6 +14,8 @@ predictions alone (nothing is retrained): the comparison chapter's logic.
 - :func:`late_fusion` — a weighted average of the representations' class probabilities, the weights
   chosen on PublicTest (ensemble selection), applied to PrivateTest; an image a representation has no face
   for is fused from the others.
+- :func:`cross_dataset` — the packaged FER2013 models (:class:`fer_lib.predict.Predictor`) on another
+  dataset, its labels mapped by name, through the same pipelines.
 """
 from __future__ import annotations
 
@@ -180,3 +182,33 @@ def late_fusion(selection: dict[str, pd.DataFrame], test: dict[str, pd.DataFrame
     weights = experiment.select_ensemble({rep: t.loc[shared, columns].to_numpy() for rep, t in selection.items()},
                                          y_val, rounds=rounds)
     return fuse(test, weights, class_names)
+
+
+def cross_dataset(predictor, dataset, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Accuracy and macro F1 (bootstrap 95 % CIs) of every model of ``predictor`` and the fusion on
+    ``dataset``, whose classes are matched to the models' by name. Images of classes the models do not
+    know (CK+'s contempt) are left out and counted; an image with no face (or none a model can read)
+    counts as that model's miss: accuracy on the faces it read, and with misses counted wrong.
+    Returns the table and the counts of what was left out."""
+    from .predict import dataset_faces
+
+    known = [name in predictor.class_order for name in dataset.class_names]
+    keep = np.asarray(known)[dataset.labels]
+    y = np.array([predictor.class_order.index(dataset.class_names[label]) for label in dataset.labels[keep]])
+    faces, found = dataset_faces(dataset.images[keep])
+    probabilities = predictor.predict_faces(faces)
+    rows = []
+    for name, p in probabilities.items():
+        read = found & ~np.isnan(p[:, 0])
+        if not read.any():
+            rows.append({"model": name, "images": int(keep.sum()), "faces read": 0})
+            continue
+        metrics = results.evaluate(y[read], p[read], predictor.class_order, n_boot=n_boot, seed=seed)
+        rows.append({"model": name, "images": int(keep.sum()), "faces read": int(read.sum()),
+                     "accuracy": metrics["accuracy"], "accuracy 95% CI": _interval(metrics["accuracy_ci95"]),
+                     "macro F1": metrics["macro_f1"], "macro F1 95% CI": _interval(metrics["macro_f1_ci95"]),
+                     "accuracy, misses wrong": metrics["accuracy"] * read.sum() / keep.sum()})
+    left_out = {f"{dataset.class_names[i]} images (no such class in the models)": int((dataset.labels == i).sum())
+                for i, k in enumerate(known) if not k}
+    left_out["images with no face found"] = int((~found).sum())
+    return pd.DataFrame(rows).set_index("model"), left_out

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import zoo
-from .preprocess import to_gray
+from .preprocess import resize, to_gray
 
 #: photo file types a folder is searched for
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm")
@@ -83,13 +83,37 @@ class FaceFinder:
             side = max(x1 - x0, y1 - y0) * (1 + 2 * self.margin)
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             box = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
-            # outside the photo the crop is padded with the border's pixels, so a face at the edge keeps its framing
-            matrix = np.array([[self.size / side, 0, -box[0] * self.size / side],
-                               [0, self.size / side, -box[1] * self.size / side]])
-            crops.append(cv2.warpAffine(gray, matrix, (self.size, self.size), flags=cv2.INTER_AREA,
-                                        borderMode=cv2.BORDER_REPLICATE))
+            # outside the photo the square is filled with the border's pixels, so a face at the edge keeps its
+            # framing; then shrunk by area averaging (or enlarged bicubically), as the preprocessing resizes
+            pad = int(np.ceil(side))
+            padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            x0i, y0i = int(round(box[0])) + pad, int(round(box[1])) + pad
+            square = padded[y0i:y0i + int(round(side)), x0i:x0i + int(round(side))]
+            crops.append(resize(square, self.size))
             boxes.append(np.clip(box, 0, [width, height, width, height]))
         return Faces(np.array(boxes, float).reshape(-1, 4), np.array(crops, np.uint8).reshape(-1, self.size, self.size))
+
+
+def dataset_faces(images: np.ndarray, finder: FaceFinder | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """48×48 grey faces of a dataset's images and which images gave one: 48-px images (FER2013, CK+48)
+    as they are, larger ones (JAFFE's 256-px photos) cut out by ``finder`` as a photo's faces are (the
+    largest face of each; an image with none is marked, not dropped)."""
+    images = np.asarray(images)
+    if images.shape[1:3] == (48, 48):
+        return np.asarray([to_gray(i) for i in images], np.uint8), np.ones(len(images), bool)
+    own = finder is None
+    finder = finder or FaceFinder(max_faces=1)
+    try:
+        crops, found = np.zeros((len(images), 48, 48), np.uint8), np.zeros(len(images), bool)
+        for index, image in enumerate(images):
+            faces = finder.find(image)
+            if len(faces):
+                largest = int(np.argmax((faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])))
+                crops[index], found[index] = faces.crops[largest], True
+        return crops, found
+    finally:
+        if own:
+            finder.__exit__()
 
 
 # --------------------------------------------------------------------------------------------------

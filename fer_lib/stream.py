@@ -92,13 +92,30 @@ class FrameClassifier:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
         self.model, self.columns, self.class_names = model, np.asarray(columns), tuple(class_names)
         self.smoothing, self.attempts, self.min_confidence = smoothing, attempts, min_confidence
-        self.stateful = any(getattr(layer, "stateful", False) for layer in model.layers)
+        self.stateful = any(getattr(layer, "stateful", False) for layer in getattr(model, "layers", ()))
         self._extractor = None
         self.reset()
 
+    @classmethod
+    def from_zoo(cls, name: str = "blendshapes", zoo_dir=None, **options) -> "FrameClassifier":
+        """The packaged blendshape model ``name`` of :mod:`fer_lib.zoo` (a Keras model or a forest), with its
+        columns, classes and MediaPipe settings; ``options`` (smoothing, attempts) as for the constructor."""
+        from . import zoo
+
+        entries = zoo.entries(zoo_dir)
+        if name not in entries:
+            raise KeyError(f"no zoo model {name!r}; the zoo has {sorted(entries) or 'none'}")
+        entry = entries[name]
+        if entry.spec["input"]["kind"] != "blendshapes":
+            raise ValueError(f"zoo model {name!r} reads {entry.spec['input']['kind']}, not blendshapes: a frame "
+                             "classifier needs a blendshape model")
+        spec_input = entry.spec["input"]
+        options.setdefault("min_confidence", spec_input["min_confidence"])
+        return cls(zoo.load_model(entry), spec_input["columns"], entry.class_order, **options)
+
     def reset(self) -> None:
         """Forget the previous frames (a new video)."""
-        for layer in self.model.layers:
+        for layer in getattr(self.model, "layers", ()):
             if getattr(layer, "stateful", False):
                 layer.reset_state()
         self._previous = None
@@ -106,7 +123,8 @@ class FrameClassifier:
     def step_features(self, scores: np.ndarray) -> np.ndarray:
         """Probabilities for one face's 52 blendshape scores."""
         x = np.asarray(scores, np.float32)[self.columns][None]
-        probabilities = np.asarray(self.model(x, training=False))[0]
+        probabilities = (self.model.predict_proba(x) if hasattr(self.model, "predict_proba")
+                         else np.asarray(self.model(x, training=False)))[0]
         if self.smoothing is not None and self._previous is not None:
             probabilities = self.smoothing * self._previous + (1 - self.smoothing) * probabilities
         self._previous = probabilities
@@ -130,7 +148,9 @@ class FrameClassifier:
         self.reset()
         if not self.stateful and self.smoothing is None:
             if found.any():
-                out[found] = self.model.predict(scores[found][:, self.columns], verbose=0, batch_size=256)
+                x = scores[found][:, self.columns]
+                out[found] = (self.model.predict_proba(x) if hasattr(self.model, "predict_proba")
+                              else self.model.predict(x, verbose=0, batch_size=256))
             return out
         for t in np.flatnonzero(found):
             out[t] = self.step_features(scores[t])

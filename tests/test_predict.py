@@ -130,3 +130,34 @@ def test_a_zoo_spec_names_what_its_input_lacks(tmp_path):
                    input={k: v for k, v in BLENDSHAPES.items() if k != "columns"}, record=RECORD, zoo_dir=tmp_path)
     with pytest.raises(ValueError, match="input kind"):
         zoo.export("x", None, representation="r", class_order=["a"], input={"kind": "smell"}, record=RECORD, zoo_dir=tmp_path)
+
+
+def test_cross_dataset_maps_labels_by_name_and_counts_what_it_leaves_out(tiny_zoo, ck_sample, jaffe_sample):
+    from fer_lib import comparison
+
+    predictor = predict.Predictor(["pixels_2d"], zoo_dir=tiny_zoo)
+    table, left_out = comparison.cross_dataset(predictor, ck_sample, n_boot=50)
+    contempt = int((ck_sample.labels == ck_sample.class_names.index("contempt")).sum())
+    assert contempt > 0 and left_out["contempt images (no such class in the models)"] == contempt
+    assert table.loc["pixels_2d", "images"] == len(ck_sample) - contempt == table.loc["pixels_2d", "faces read"]
+    assert 0 <= table.loc["pixels_2d", "accuracy"] <= 1
+    # JAFFE's 256-px photos: each face is found and cut out first
+    faces, found = predict.dataset_faces(jaffe_sample.images[:4])
+    assert faces.shape == (4, 48, 48) and found.all()
+
+
+def test_the_stream_classifier_runs_a_zoo_blendshape_model_frame_by_frame(tiny_zoo, faces):
+    from fer_lib import stream
+
+    classifier = stream.FrameClassifier.from_zoo("blendshapes", zoo_dir=tiny_zoo, attempts=tuple(Attempt(**a) for a in ATTEMPTS))
+    try:
+        frames = [classifier.step(face) for face in faces[:4]]
+    finally:
+        classifier.close()
+    read = [f for f in frames if f is not None]
+    assert read and all(f.shape == (7,) and f.sum() == pytest.approx(1) for f in read)
+    # the same faces through the predictor give the same probabilities
+    out = predict.Predictor(["blendshapes"], zoo_dir=tiny_zoo).predict_faces(faces[:4])["blendshapes"]
+    np.testing.assert_allclose(np.array(read), out[~np.isnan(out[:, 0])], rtol=1e-6)
+    with pytest.raises(ValueError, match="not blendshapes"):
+        stream.FrameClassifier.from_zoo("pixels_2d", zoo_dir=tiny_zoo)
