@@ -48,7 +48,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import fer_lib
-from fer_lib import anchors, experiment, gradcam, pixels, plots, preprocess, results, training, tuning
+from fer_lib import anchors, experiment, gradcam, pixels, plots, preprocess, results, training, tuning, zoo
 from fer_lib.data import TEST, TRAIN, VAL
 from fer_lib.paths import results_dir
 
@@ -333,6 +333,27 @@ display(pd.DataFrame(rows).set_index("model").style.format(precision=3)
         .set_caption("Test-time augmentation (10 views) and the ensemble chosen on PublicTest"))
 display(pd.DataFrame({"weight": weights}).style.format("{:.2f}").set_caption("Ensemble members and weights (PublicTest log-loss)"))
 candidates["ensemble_2d"] = ensemble
+
+# %% [markdown]
+# ## The packaged model
+#
+# The chapter's best single 2D model (with test-time augmentation when that row is the one chosen)
+# goes to the profile's model zoo (`fer_lib.zoo`; under `full`, the committed `fer_lib/models/zoo/`)
+# with the input pipeline it needs and the record it came from: the model `python -m
+# fer_lib.predict` runs on a photo, that chapter 10 tests on CK+48 and JAFFE. It is chosen on
+# PublicTest: of the single models within a point of the best, the smallest (a model of millions of
+# parameters is not worth a point in a committed zoo).
+
+# %% tags=["hide-input"]
+def pixel_input(name, run):
+    """Chapter 3's input pipeline as a zoo spec; a test-time-augmented row also names its views."""
+    return {"kind": "pixels", "preprocessing": dict(P.preprocessed) if C["input"] == "preprocessed" else {},
+            "detector_options": dict(P.detector_options), **({"tta": dict(C["tta"])} if name.endswith("_tta") else {})}
+
+
+packaged = zoo.export_best({n: r for n, r in candidates.items() if n != "ensemble_2d"}, pixel_input, name="pixels_2d",
+                           zoo_dir=zoo.profile_dir(P))
+display(Markdown(packaged.summary() if packaged else "*No model of this chapter could be packaged (see the line above).*"))
 
 # %% tags=["hide-input"]
 seeds = anchors.SEED_RESULTS["3DFER"]

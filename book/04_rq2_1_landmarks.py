@@ -43,7 +43,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import fer_lib
-from fer_lib import anchors, experiment, face_mesh, landmarks, plots, training
+from fer_lib import anchors, experiment, face_mesh, landmarks, plots, training, zoo
 from fer_lib.data import TRAIN
 from fer_lib.paths import repo_root, results_dir
 
@@ -249,6 +249,20 @@ display(Markdown(
 
 # %%
 rq_answer = experiment.answer_rq(profile, CHAPTER, runs, data, "landmark", seed=P.seed)
+
+# %% [markdown]
+# ## The packaged model
+#
+# The chapter's best single landmark model goes to the profile's model zoo (`fer_lib.zoo`; under
+# `full`, the committed `fer_lib/models/zoo/`) with the input pipeline it needs and the record it
+# came from: the model `python -m fer_lib.predict` runs on a photo, that chapter 10 tests on CK+48
+# and JAFFE. It is chosen on PublicTest: of the single models within a point of the best, the
+# smallest (a model of millions of parameters is not worth a point in a committed zoo).
+
+# %% tags=["hide-input"]
+packaged = zoo.export_best(runs, lambda name, run: zoo.mesh_input(P.face_mesh, normalisation=chosen, transform="none"),
+                           name="landmarks_3d", zoo_dir=zoo.profile_dir(P))
+display(Markdown(packaged.summary() if packaged else "*No model of this chapter could be packaged (see the line above).*"))
 
 # %% [markdown]
 # **RQ2.1.** On the `full` run, yes — as well as 2D pixels, within this book's precision. The best

@@ -45,7 +45,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import fer_lib
-from fer_lib import anchors, experiment, face_mesh, landmarks, plots, training, voxels
+from fer_lib import anchors, experiment, face_mesh, landmarks, plots, training, voxels, zoo
 from fer_lib.data import TRAIN
 
 CHAPTER = "05_rq2_2_voxels"
@@ -156,6 +156,26 @@ display(Markdown(
 
 # %%
 rq_answer = experiment.answer_rq(profile, CHAPTER, runs, data, "voxel", seed=P.seed)
+
+# %% [markdown]
+# ## The packaged model
+#
+# The chapter's best single voxel model goes to the profile's model zoo (`fer_lib.zoo`; under
+# `full`, the committed `fer_lib/models/zoo/`) with the input pipeline it needs and the record it
+# came from: the model `python -m fer_lib.predict` runs on a photo, that chapter 10 tests on CK+48
+# and JAFFE. It is chosen on PublicTest: of the single models within a point of the best, the
+# smallest (a model of millions of parameters is not worth a point in a committed zoo).
+
+# %% tags=["hide-input"]
+def voxel_input(name, run):
+    """The grid this run was trained on, as a zoo spec."""
+    grid = run.record["input"]
+    options = {"k": P.k, **({"sigma": P.gaussian_sigma} if grid == "gaussian" else {})}
+    return zoo.mesh_input(P.face_mesh, normalisation=P.normalisation, transform=grid, transform_options=options)
+
+
+packaged = zoo.export_best(runs, voxel_input, name="voxels_3d", zoo_dir=zoo.profile_dir(P))
+display(Markdown(packaged.summary() if packaged else "*No model of this chapter could be packaged (see the line above).*"))
 
 # %% [markdown]
 # **RQ2.2.** No: voxel grids of the landmarks recognise emotions significantly worse than 2D pixels on

@@ -41,7 +41,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import fer_lib
-from fer_lib import anchors, experiment, face_mesh, landmarks, mesh, plots, training
+from fer_lib import anchors, experiment, face_mesh, landmarks, mesh, plots, training, zoo
 from fer_lib.data import TEST
 
 CHAPTER = "06_rq2_3_mesh"
@@ -154,6 +154,21 @@ display(Markdown(
 
 # %%
 rq_answer = experiment.answer_rq(profile, CHAPTER, runs, data, "mesh", seed=P.seed)
+
+# %% [markdown]
+# ## The packaged model
+#
+# The chapter's best single mesh model goes to the profile's model zoo (`fer_lib.zoo`; under `full`,
+# the committed `fer_lib/models/zoo/`) with the input pipeline it needs and the record it came from:
+# the model `python -m fer_lib.predict` runs on a photo, that chapter 10 tests on CK+48 and JAFFE.
+# It is chosen on PublicTest: of the single models within a point of the best, the smallest (a model
+# of millions of parameters is not worth a point in a committed zoo).
+
+# %% tags=["hide-input"]
+packaged = zoo.export_best(
+    runs, lambda name, run: zoo.mesh_input(P.face_mesh, normalisation=P.normalisation, transform=run.record["input"]),
+    name="mesh_3d", zoo_dir=zoo.profile_dir(P))
+display(Markdown(packaged.summary() if packaged else "*No model of this chapter could be packaged (see the line above).*"))
 
 # %% [markdown]
 # **RQ2.3.** The best mesh model (chosen on PublicTest) against the 2D CNN on the same faces: the

@@ -47,7 +47,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import fer_lib
-from fer_lib import anchors, blendshapes, experiment, face_mesh, plots, stream, training, tuning
+from fer_lib import anchors, blendshapes, experiment, face_mesh, plots, stream, training, tuning, zoo
 from fer_lib.data import TEST, TRAIN, VAL, concatenate, lstm_study_three_classes
 from fer_lib.face_mesh import FaceMeshFeatures
 from fer_lib.paths import repo_root, results_dir
@@ -379,6 +379,21 @@ display(Markdown(f"Anchor, **reported elsewhere, not measured here**: random for
 
 # %%
 rq_answer = experiment.answer_rq(profile, CHAPTER, runs7, seven, "blendshape", seed=P.seed)
+
+# %% [markdown]
+# ## The packaged model
+#
+# The chapter's best single seven-class blendshape model goes to the profile's model zoo
+# (`fer_lib.zoo`; under `full`, the committed `fer_lib/models/zoo/`) with the input pipeline it
+# needs and the record it came from: the model `python -m fer_lib.predict` runs on a photo, that
+# chapter 10 tests on CK+48 and JAFFE and `stream.FrameClassifier.from_zoo` runs frame by frame on a
+# video. It is chosen on PublicTest: of the single models within a point of the best, the smallest
+# (a model of millions of parameters is not worth a point in a committed zoo).
+
+# %% tags=["hide-input"]
+packaged = zoo.export_best(runs7, lambda name, run: zoo.mesh_input(P.face_mesh, kind="blendshapes", columns=list(range(52))),
+                           name="blendshapes", zoo_dir=zoo.profile_dir(P))
+display(Markdown(packaged.summary() if packaged else "*No model of this chapter could be packaged (see the line above).*"))
 
 # %% [markdown]
 # ## Stability in a stream

@@ -43,7 +43,7 @@ from IPython.display import Markdown, display
 
 import fer_lib
 from fer_lib import comparison, plots, results
-from fer_lib.paths import resolve_data_dir
+from fer_lib.paths import repo_root, resolve_data_dir
 
 CHAPTER = "10_comparison"
 P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
@@ -212,20 +212,22 @@ display(fusion_table.style.format({"accuracy": "{:.3f}", "difference": "{:+.3f}"
 # %% [markdown]
 # ## Beyond FER2013: CK+48 and JAFFE
 #
-# The packaged FER2013 models (`fer_lib.zoo`, the models `python -m fer_lib.predict` runs) on two
-# datasets they never saw, posed expressions in a lab: CK+48 (its *contempt* clips left out: FER2013
-# has no such class) and JAFFE (its 256-px photos cut to a 48-px face first, as a photo's faces are).
-# Labels are matched by name, and every face goes through the same pipelines as in training.
+# The packaged FER2013 models (`fer_lib.zoo`: what chapters 3–7 exported, the models
+# `python -m fer_lib.predict` runs) on two datasets they never saw, posed expressions in a lab: CK+48
+# (its *contempt* clips left out: FER2013 has no such class) and JAFFE (its 256-px photos cut to a
+# 48-px face first, as a photo's faces are). Labels are matched by name, and every face goes through
+# the same pipelines as in training.
 
 # %% tags=["hide-input"]
 from fer_lib import predict, zoo
 
-packaged = zoo.entries()
+zoo_dir = zoo.profile_dir(P)
+packaged = zoo.entries(zoo_dir)
 if not packaged:
-    display(Markdown("*The zoo (`fer_lib/models/zoo/`) holds no models yet, so there is no cross-dataset table: "
-                     "the models are exported from the full run of chapters 3–7.*"))
+    display(Markdown(f"*The zoo of this profile (`{zoo_dir.relative_to(repo_root())}`) holds no models yet, so there "
+                     f"is no cross-dataset table: chapters 3–7 export their best models there when they run.*"))
 else:
-    predictor = predict.Predictor()
+    predictor = predict.Predictor(zoo_dir=zoo_dir)
     tables, left_out = {}, {}
     for dataset_name, load in (("CK+48", fer_lib.load_ckplus), ("JAFFE", fer_lib.load_jaffe)):
         dataset = load(resolve_data_dir(P.data_dir))

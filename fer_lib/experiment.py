@@ -64,9 +64,10 @@ class SplitArrays:
 @dataclass
 class Trained:
     record: dict[str, Any]
-    fitted: training.FitResult | None   # None for an ensemble of trained models
+    fitted: training.FitResult | None   # None for an ensemble of trained models, or a scikit-learn model
     val_probabilities: np.ndarray
     test_probabilities: np.ndarray
+    estimator: Any = None               # the fitted scikit-learn model of train_classical
 
     @property
     def row(self) -> dict[str, Any]:
@@ -143,7 +144,9 @@ def train_classical(estimator, data: SplitArrays, *, class_names, record: dict[s
     n_params = sum(tree.tree_.node_count for tree in getattr(estimator, "estimators_", []))
     fields = {"train_seconds": train_seconds, "infer_ms_per_image": infer_ms, "n_params": int(n_params),
               "n_train": int(len(data.y[TRAIN])), "estimator": repr(estimator), "device": "CPU (scikit-learn)"}
-    return _evaluated(None, val_probabilities, test_probabilities, data, class_names, record, fields, n_boot, seed)
+    trained = _evaluated(None, val_probabilities, test_probabilities, data, class_names, record, fields, n_boot, seed)
+    trained.estimator = estimator
+    return trained
 
 
 def best_record(profile: str, representation: str, label_set: str = "emotion7", dataset: str = "fer2013",

@@ -222,7 +222,13 @@ class Predictor:
             probabilities = np.full((len(faces48), len(self.class_order)), np.nan)
             if present.any():
                 model = self.models[name]
-                scores = model.predict_proba(x) if hasattr(model, "predict_proba") else model.predict(x, verbose=0)
+                if hasattr(model, "predict_proba"):
+                    scores = model.predict_proba(x)
+                elif spec_input.get("tta"):  # chapter 3's test-time augmentation: the mean over shifted, mirrored views
+                    from .pixels import predict_tta
+                    scores = predict_tta(model, x, **spec_input["tta"])[0]
+                else:
+                    scores = model.predict(x, verbose=0)
                 probabilities[present] = scores
             out[name] = probabilities
         stacked = np.stack(list(out.values()))

@@ -336,13 +336,21 @@ def _read_history(csv_path: Path) -> list[dict[str, float]]:
     return [{k: float(v) for k, v in row.items()} for row in table.to_dict("records")]
 
 
+#: every module of fer_lib that registers Keras layers; load_model imports them all (a model with a layer
+#: of a module not imported fails to load with "Could not locate class ...")
+LAYER_MODULES = ("capsules", "landmarks", "layers", "mesh", "video", "voxels")
+
+
 def load_model(path, compile: bool = True):
     """A saved ``.keras`` model of this book. Registers ``fer_lib``'s custom layers first (Keras finds a
     custom class only once its module is imported), so a cached CapsNet or mesh model loads in a fresh
     process that never built one."""
     import keras
 
-    from . import capsules as _capsule_layers, layers as _custom_layers  # noqa: F401 - registration side effect
+    import importlib
+
+    for module in LAYER_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
 
     return keras.saving.load_model(path, compile=compile)
 

@@ -35,6 +35,25 @@ def default_dir() -> Path:
     return Path(__file__).resolve().parent / "models" / "zoo"
 
 
+def profile_dir(P) -> Path:
+    """The zoo a profile's chapters export to and read: its ``zoo_dir`` (relative to the book's root; the
+    full profile's is the packaged ``fer_lib/models/zoo``, the others' are under ``cache/``)."""
+    from .paths import repo_root
+
+    return repo_root() / P.zoo_dir if P.get("zoo_dir") else default_dir()
+
+
+def mesh_input(face_mesh: dict[str, Any], kind: str = "mesh", **fields) -> dict[str, Any]:
+    """A ``mesh`` or ``blendshapes`` input spec with a chapter's MediaPipe settings (its ``face_mesh``
+    parameters: ``attempts`` — None for the default cascade — and ``min_confidence``) and ``fields``."""
+    from dataclasses import asdict
+
+    from .face_mesh import DEFAULT_ATTEMPTS
+
+    attempts = face_mesh.get("attempts") or [asdict(a) for a in DEFAULT_ATTEMPTS]
+    return {"kind": kind, "attempts": list(attempts), "min_confidence": face_mesh["min_confidence"], **fields}
+
+
 @dataclass(frozen=True)
 class Entry:
     """One packaged model: its folder and spec."""
@@ -58,6 +77,14 @@ class Entry:
     @property
     def megabytes(self) -> float:
         return sum(p.stat().st_size for p in self.folder.iterdir()) / 1e6
+
+    def summary(self) -> str:
+        """One sentence for a chapter: what was packaged, where, how big, and its measured accuracy."""
+        r = self.spec["record"]
+        ci = r.get("accuracy_ci95") or [float("nan")] * 2
+        return (f"Packaged **{r.get('model')}** as zoo model `{self.name}` ({self.megabytes:.1f} MB, {self.spec['input']['kind']} "
+                f"input): {r.get('accuracy', float('nan')):.1%} on {r.get('split')} (95 % CI {ci[0]:.1%}–{ci[1]:.1%}) "
+                f"in its {r.get('profile')} run.")
 
 
 def _check_input(spec_input: dict[str, Any]) -> None:
@@ -112,6 +139,40 @@ def _inference_copy(model):
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
+
+
+#: the largest model file a zoo entry may have (the whole zoo is committed: at most 40 MB together)
+MAX_MB = 12.0
+
+
+def export_best(runs: dict, spec_for, *, name: str, zoo_dir: str | Path | None = None, within: float = 0.01,
+                max_mb: float = MAX_MB) -> Entry | None:
+    """Export a chapter's best single model as zoo entry ``name``: among its runs (name → experiment.Trained)
+    with a model (ensembles left out) and an input spec (``spec_for(run_name, run)``, None: not packageable),
+    those within ``within`` of the best PublicTest accuracy, smallest first (a forest of millions of nodes
+    is not worth a point); the first whose file fits ``max_mb``. PrivateTest plays no part in the choice.
+    Returns None, printing why, when no run qualifies."""
+    candidates = []
+    for run_name, run in runs.items():
+        model = getattr(run, "estimator", None) or (run.fitted.model if run.fitted is not None else None)
+        spec_input = spec_for(run_name, run) if model is not None else None
+        if spec_input is not None and not run.record.get("members"):
+            candidates.append((run.record["val_accuracy"], run.record.get("n_params") or 0, run_name, model, spec_input))
+    if not candidates:
+        print(f"zoo {name!r}: no single model with a packageable input among {sorted(runs)}")
+        return None
+    best = max(c[0] for c in candidates)
+    for accuracy, size, run_name, model, spec_input in sorted((c for c in candidates if c[0] >= best - within),
+                                                              key=lambda c: (c[1], -c[0])):
+        run = runs[run_name]
+        entry = export(name, model, representation=run.record["representation"], class_order=run.record["class_order"],
+                       input=spec_input, record=run.record, zoo_dir=zoo_dir)
+        if entry.megabytes <= max_mb:
+            return entry
+        print(f"zoo {name!r}: {run_name} is {entry.megabytes:.0f} MB, over {max_mb:.0f} MB; trying the next")
+        shutil.rmtree(entry.folder)
+    print(f"zoo {name!r}: every candidate within {within:.0%} of the best is over {max_mb:.0f} MB")
+    return None
 
 
 def entries(zoo_dir: str | Path | None = None) -> dict[str, Entry]:

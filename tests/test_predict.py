@@ -161,3 +161,33 @@ def test_the_stream_classifier_runs_a_zoo_blendshape_model_frame_by_frame(tiny_z
     np.testing.assert_allclose(np.array(read), out[~np.isnan(out[:, 0])], rtol=1e-6)
     with pytest.raises(ValueError, match="not blendshapes"):
         stream.FrameClassifier.from_zoo("pixels_2d", zoo_dir=tiny_zoo)
+
+
+def test_export_best_takes_the_smallest_model_within_a_point_on_publictest_and_skips_what_cannot_be_packaged(tmp_path):
+    from sklearn.dummy import DummyClassifier
+
+    from fer_lib import experiment
+
+    def run(val_accuracy, n_params, model=None, estimator=None, members=None):
+        record = {"model": "m", "representation": "landmarks_3d", "class_order": list("abc"), "val_accuracy": val_accuracy,
+                  "n_params": n_params, "accuracy": 0.5, "accuracy_ci95": [0.4, 0.6], "split": "PrivateTest", "members": members}
+        fitted = None if model is None else type("Fit", (), {"model": model})()
+        return experiment.Trained(record, fitted, np.zeros((1, 3)), np.zeros((1, 3)), estimator=estimator)
+
+    def dense(units):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units), keras.layers.Dense(3, activation="softmax")])
+
+    forest = DummyClassifier().fit(np.zeros((3, 4)), [0, 1, 2])
+    runs = {"best_big": run(0.600, 10_000, dense(64)), "close_small": run(0.595, 300, dense(2)),
+            "far_smaller": run(0.50, 10, dense(1)), "ensemble": run(0.70, 1, dense(1), members=["a", "b"]),
+            "no_spec": run(0.65, 5, dense(1)), "forest": run(0.598, 5_000, estimator=forest)}
+    spec = {"kind": "mesh", "attempts": [], "min_confidence": 0.3, "normalisation": "centre+scale"}
+    entry = zoo.export_best(runs, lambda name, r: None if name == "no_spec" else spec, name="lm", zoo_dir=tmp_path)
+    assert entry.model_path.suffix == ".keras" and zoo.load_model(entry).count_params() == runs["close_small"].fitted.model.count_params()
+    # without the small network, the next smallest within a point: the forest
+    entry = zoo.export_best(runs, lambda name, r: None if name in ("no_spec", "close_small") else spec, name="lm",
+                            zoo_dir=tmp_path)
+    assert entry.model_path.suffix == ".joblib"
+    assert zoo.export_best(runs, lambda name, r: spec, name="lm", zoo_dir=tmp_path, max_mb=1e-9) is None
+    assert not (tmp_path / "lm").exists()
+    assert list(zoo.entries(tmp_path)) == []

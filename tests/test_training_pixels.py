@@ -174,3 +174,13 @@ def test_gradcam_needs_a_convolution():
     inputs = keras.Input((4,))
     with pytest.raises(ValueError, match="no convolutional layer"):
         gradcam.last_conv_layer(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+
+
+def test_load_model_imports_every_module_that_registers_keras_layers():
+    """A zoo or cached model with a mesh, voxel or video layer must load in a fresh process: load_model
+    imports each module whose source registers layers (found here by reading the sources)."""
+    from pathlib import Path
+
+    package = Path(training.__file__).parent
+    registering = {p.stem for p in package.glob("*.py") if "register_keras_serializable" in p.read_text()}
+    assert registering == set(training.LAYER_MODULES)
