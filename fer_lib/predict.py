@@ -3,7 +3,7 @@
     python -m fer_lib.predict PHOTO_OR_FOLDER [--representation pixels_2d,landmarks_3d,…] [--format table|json|csv]
 
 Each face found in the photo (MediaPipe's face landmarker on the whole image, any size, colour or
-grey) is cut out as FER2013 shows faces — a square around the face, grey, 48×48 — and then goes through
+grey; an image of at most 64 px a side is taken as one face crop already, like FER2013's) is cut out as FER2013 shows faces — a square around the face, grey, 48×48 — and then goes through
 exactly the pipelines the chapters trained on: chapter 3's detection, alignment, crop and CLAHE for the
 2D model; MediaPipe's 478 landmarks (normalised, then as voxels or mesh features) or its 52 blendshapes
 for the others. Every model gives its class probabilities; the fusion is their equal-weight average
@@ -31,6 +31,8 @@ from .preprocess import resize, to_gray
 #: photo file types a folder is searched for
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm")
 FUSION = "fusion"
+#: images no larger than this (a side, px) are face crops already, as FER2013's 48×48 images
+CROP_SIZE = 64
 
 
 class PredictError(Exception):
@@ -120,9 +122,10 @@ def dataset_faces(images: np.ndarray, finder: FaceFinder | None = None) -> tuple
 # From 48×48 faces to each model's input, as the chapters made them
 
 
-def pixel_inputs(faces48: np.ndarray, spec_input: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def pixel_inputs(faces48: np.ndarray, spec_input: dict[str, Any], detector=None) -> tuple[np.ndarray, np.ndarray]:
     """Chapter 3's 2D input (detector box → alignment → crop → CLAHE; a face the detector misses keeps
-    the whole frame, as in training): (N, 48, 48, 1) float32, and every face usable."""
+    the whole frame, as in training): (N, 48, 48, 1) float32, and every face usable. ``detector``: an open
+    ``MediaPipeDetector`` with the spec's options (default: one made for this call)."""
     from .preprocess import MediaPipeDetector, Preprocessing, detect_faces
 
     preprocessing = Preprocessing(**spec_input["preprocessing"])
@@ -130,19 +133,21 @@ def pixel_inputs(faces48: np.ndarray, spec_input: dict[str, Any]) -> tuple[np.nd
     if preprocessing.detector is not None:
         if preprocessing.detector != "mediapipe":
             raise ValueError(f"zoo 2D inputs are made with MediaPipe's detector, not {preprocessing.detector!r}")
-        with MediaPipeDetector(**spec_input["detector_options"]) as detector:
+        if detector is None:
+            with MediaPipeDetector(**spec_input["detector_options"]) as own:
+                detections = detect_faces(faces48, own)
+        else:
             detections = detect_faces(faces48, detector)
     return preprocessing.apply(faces48, detections)[..., None].astype("float32"), np.ones(len(faces48), bool)
 
 
-def mesh_extraction(faces48: np.ndarray, spec_input: dict[str, Any]) -> dict[str, np.ndarray]:
-    """MediaPipe's landmarks, blendshapes and pose of every face, with the chapters' attempt cascade."""
+def mesh_extractor(spec_input: dict[str, Any]):
+    """A FaceMeshExtractor with the spec's attempt cascade and confidence (close it, or use ``with``)."""
     from .face_mesh import DEFAULT_ATTEMPTS, Attempt, FaceMeshExtractor
 
     attempts = spec_input.get("attempts") or DEFAULT_ATTEMPTS
-    with FaceMeshExtractor(tuple(Attempt(**a) if isinstance(a, dict) else a for a in attempts),
-                           min_confidence=spec_input["min_confidence"]) as extractor:
-        return extractor.extract(faces48)
+    return FaceMeshExtractor(tuple(Attempt(**a) if isinstance(a, dict) else a for a in attempts),
+                             min_confidence=spec_input["min_confidence"])
 
 
 MESH_TRANSFORMS = ("none", "occupancy", "gaussian", "edges", "xyz", "xyz_normals", "xyz_laplacian")
@@ -201,22 +206,33 @@ class Predictor:
         self.models = {name: zoo.load_model(entry) for name, entry in available.items()}
         self.max_faces, self.margin = max_faces, margin
         self._finder = None
+        self._graphs: dict[str, Any] = {}  # MediaPipe graphs kept open between calls (each costs ~0.1 s to build)
+
+    def _graph(self, key: str, make):
+        if key not in self._graphs:
+            self._graphs[key] = make()
+        return self._graphs[key]
 
     def predict_faces(self, faces48: np.ndarray) -> dict[str, np.ndarray]:
         """Class probabilities (N, classes) per model and the fusion; NaN rows for faces a model cannot read."""
         faces48 = np.asarray([to_gray(f) for f in faces48], np.uint8)
         if faces48.ndim != 3 or faces48.shape[1:] != (48, 48):
             raise PredictError(f"predict_faces takes 48×48 grey faces, not an array of shape {faces48.shape}")
+        from .preprocess import MediaPipeDetector
+
         extractions: dict[str, dict] = {}
         out = {}
         for name, entry in self.entries.items():
             spec_input = entry.spec["input"]
             if spec_input["kind"] == "pixels":
-                x, present = pixel_inputs(faces48, spec_input)
+                options = spec_input["detector_options"]
+                detector = self._graph(f"detector {json.dumps(options, sort_keys=True)}", lambda: MediaPipeDetector(**options))
+                x, present = pixel_inputs(faces48, spec_input, detector)
             else:
                 key = json.dumps([spec_input.get("attempts"), spec_input["min_confidence"]], default=str)
                 if key not in extractions:  # one MediaPipe pass serves every mesh and blendshape model
-                    extractions[key] = mesh_extraction(faces48, spec_input)
+                    extractor = self._graph(f"mesh {key}", lambda: mesh_extractor(spec_input))
+                    extractions[key] = extractor.extract(faces48)
                 make = mesh_inputs if spec_input["kind"] == "mesh" else blendshape_inputs
                 x, present = make(extractions[key], spec_input)
             probabilities = np.full((len(faces48), len(self.class_order)), np.nan)
@@ -228,7 +244,7 @@ class Predictor:
                     from .pixels import predict_tta
                     scores = predict_tta(model, x, **spec_input["tta"])[0]
                 else:
-                    scores = model.predict(x, verbose=0)
+                    scores = model.predict(x, verbose=0, batch_size=256)
                 probabilities[present] = scores
             out[name] = probabilities
         stacked = np.stack(list(out.values()))
@@ -237,9 +253,14 @@ class Predictor:
         return out
 
     def find_faces(self, image: np.ndarray) -> Faces:
+        """The faces of a photo; an image of at most :data:`CROP_SIZE` px a side is taken as one face crop
+        already (FER2013's and CK+48's images are), since MediaPipe finds few faces that small in a frame."""
+        gray = to_gray(image)
+        if max(gray.shape) <= CROP_SIZE:
+            return Faces(np.array([[0, 0, gray.shape[1], gray.shape[0]]], float), resize(gray, 48)[None])
         if self._finder is None:
             self._finder = FaceFinder(self.max_faces, self.margin)
-        return self._finder.find(image)
+        return self._finder.find(gray)
 
     def predict_image(self, image: np.ndarray) -> pd.DataFrame:
         """One row per face: its box, and for each model and the fusion the predicted emotion and its
@@ -247,7 +268,10 @@ class Predictor:
         faces = self.find_faces(image)
         if not len(faces):
             return pd.DataFrame(columns=["face", "x0", "y0", "x1", "y1"])
-        probabilities = self.predict_faces(faces.crops)
+        return self.rows(faces, self.predict_faces(faces.crops))
+
+    def rows(self, faces: Faces, probabilities: dict[str, np.ndarray]) -> pd.DataFrame:
+        """The table of :meth:`predict_image` for ``faces`` and their :meth:`predict_faces` output."""
         rows = []
         for index, box in enumerate(faces.boxes):
             row: dict[str, Any] = {"face": index, **dict(zip(("x0", "y0", "x1", "y1"), np.round(box).astype(int)))}
@@ -261,6 +285,9 @@ class Predictor:
         if self._finder is not None:
             self._finder.__exit__()
             self._finder = None
+        for graph in self._graphs.values():
+            graph.__exit__(None, None, None)
+        self._graphs = {}
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -288,24 +315,37 @@ def images_in(target: Path) -> list[Path]:
     return [target]
 
 
-def predict_paths(predictor: Predictor, target: Path, progress: bool = True) -> pd.DataFrame:
+def predict_paths(predictor: Predictor, target: Path, progress: bool = True, chunk: int = 128) -> pd.DataFrame:
     """One row per face of every image (a folder: recursively), plus a row per image with no face or
-    that cannot be read (``status`` says which): nothing is left out."""
+    that cannot be read (``status`` says which): nothing is left out. Faces are predicted ``chunk``
+    images at a time, so each model runs on batches."""
     from tqdm import tqdm
 
     paths = images_in(target)
     tables = []
-    for path in tqdm(paths, disable=not progress or len(paths) == 1, unit="image", file=sys.stderr):
-        try:
-            table = predictor.predict_image(read_image(path))
-            status = "ok" if len(table) else "no face found"
-        except PredictError as error:
-            table, status = pd.DataFrame(), str(error)
-        if not len(table):
-            table = pd.DataFrame([{"face": None}])
-        table.insert(0, "image", str(path))
-        table.insert(1, "status", status)
-        tables.append(table)
+    with tqdm(total=len(paths), disable=not progress or len(paths) == 1, unit="image", file=sys.stderr) as bar:
+        for start in range(0, len(paths), chunk):
+            found: list[tuple[Path, Faces | None, str]] = []
+            for path in paths[start:start + chunk]:
+                try:
+                    faces = predictor.find_faces(read_image(path))
+                    found.append((path, faces, "ok" if len(faces) else "no face found"))
+                except PredictError as error:
+                    found.append((path, None, str(error)))
+            crops = [faces.crops for _, faces, _ in found if faces is not None and len(faces)]
+            probabilities = predictor.predict_faces(np.concatenate(crops)) if crops else {}
+            offset = 0
+            for path, faces, status in found:
+                if faces is not None and len(faces):
+                    part = {name: p[offset:offset + len(faces)] for name, p in probabilities.items()}
+                    offset += len(faces)
+                    table = predictor.rows(faces, part)
+                else:
+                    table = pd.DataFrame([{"face": None}])
+                table.insert(0, "image", str(path))
+                table.insert(1, "status", status)
+                tables.append(table)
+            bar.update(len(found))
     return pd.concat(tables, ignore_index=True)
 
 

@@ -191,3 +191,11 @@ def test_export_best_takes_the_smallest_model_within_a_point_on_publictest_and_s
     assert zoo.export_best(runs, lambda name, r: spec, name="lm", zoo_dir=tmp_path, max_mb=1e-9) is None
     assert not (tmp_path / "lm").exists()
     assert list(zoo.entries(tmp_path)) == []
+
+
+def test_a_small_image_is_one_face_crop_already(tiny_zoo, faces):
+    predictor = predict.Predictor(["pixels_2d"], zoo_dir=tiny_zoo)
+    table = predictor.predict_image(faces[0])
+    assert len(table) == 1 and table.loc[0, ["x0", "y0", "x1", "y1"]].tolist() == [0, 0, 48, 48]
+    np.testing.assert_allclose([table.loc[0, f"pixels_2d:{c}"] for c in predictor.class_order],
+                               predictor.predict_faces(faces[:1])["pixels_2d"][0], rtol=1e-6)
