@@ -227,6 +227,10 @@ if not packaged:
     display(Markdown(f"*The zoo of this profile (`{zoo_dir.relative_to(repo_root())}`) holds no models yet, so there "
                      f"is no cross-dataset table: chapters 3–7 export their best models there when they run.*"))
 else:
+    display(pd.DataFrame([{"model": e.name, "representation": e.representation, "from": f"{e.spec['record'].get('chapter')}: "
+                           f"{e.spec['record'].get('model')}", "input": e.spec["input"]["kind"], "MB": e.megabytes}
+                          for e in packaged.values()]).set_index("model").style.format({"MB": "{:.1f}"})
+            .set_caption(f"The packaged models: {sum(e.megabytes for e in packaged.values()):.1f} MB in all"))
     predictor = predict.Predictor(zoo_dir=zoo_dir)
     tables, left_out = {}, {}
     for dataset_name, load in (("CK+48", fer_lib.load_ckplus), ("JAFFE", fer_lib.load_jaffe)):

@@ -383,10 +383,10 @@ def main(argv=None) -> int:
             shown[name] = [f"{label} ({p:.0%})" if p == p else (label if isinstance(label, str) else "")
                            for label, p in zip(table[name], value)]
         print(shown.to_string(index=False))
-    failed = (table.status != "ok").sum()
+    failed = table[table.status != "ok"].image.nunique()
     if failed:
-        print(f"{failed} of {table.image.nunique()} image(s) without a face read: see the status column", file=sys.stderr)
-    return 0
+        print(f"{failed} of {table.image.nunique()} image(s) without a face: see the status column", file=sys.stderr)
+    return 1 if failed == table.image.nunique() else 0  # nothing predicted at all (a broken file, no face): fail
 
 
 if __name__ == "__main__":

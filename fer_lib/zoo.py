@@ -141,8 +141,9 @@ def _inference_copy(model):
     return copy
 
 
-#: the largest model file a zoo entry may have (the whole zoo is committed: at most 40 MB together)
-MAX_MB = 12.0
+#: the largest model file a zoo entry may have (the mesh chapter's distance CNN, 5.5 M parameters, is 22 MB);
+#: the whole zoo is committed and should stay within 40 MB (chapter 10 shows its size)
+MAX_MB = 25.0
 
 
 def export_best(runs: dict, spec_for, *, name: str, zoo_dir: str | Path | None = None, within: float = 0.01,

@@ -116,6 +116,8 @@ def test_the_command_line_reports_every_image_and_bad_input_without_a_traceback(
     assert status[str(folder / "a_face.png")] == "ok" and status[str(folder / "blank.jpg")] == "no face found"
     assert "not an image" in status[str(folder / "broken.png")]
 
+    assert predict.main([str(folder / "broken.png"), "--zoo", str(tiny_zoo)]) == 1  # nothing predicted: a failure
+    assert "1 of 1 image(s) without a face" in capsys.readouterr().err
     assert predict.main([str(tmp_path / "missing.jpg"), "--zoo", str(tiny_zoo)]) == 2
     assert "no such file" in capsys.readouterr().err
     assert predict.main([str(folder), "--zoo", str(tiny_zoo), "--representation", "pixels_2d,telepathy"]) == 2
