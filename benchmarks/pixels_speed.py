@@ -9,7 +9,8 @@ Per architecture (random 48×48 faces, 0..255, the chapters' augmentation: flip 
   model), the augmentation layers (on batches, training mode), the forward pass (inference, same
   batch size) and the whole training epoch (forward + backward + update);
 - training images per second for chapter 3's path as executed ("arrays": NumPy arrays to
-  ``model.fit``) and for the tf.data pipeline (``TrainConfig(pipeline="tf.data")``);
+  ``model.fit``), for the tf.data pipeline (``TrainConfig(pipeline="tf.data")``) and for tf.data with
+  the network compiled by XLA (``TrainConfig(jit_compile=True)``);
 - inference images per second (batch 256) and multiply-adds per image.
 
 This shared 2-core machine changes speed from one minute to the next (often by a factor of two), so
@@ -76,11 +77,20 @@ def measure(name: str, n_images: int, batch_size: int, repeats: int) -> dict:
     def epoch_tf_data():
         model.fit(dataset, epochs=1, verbose=0, shuffle=False)
 
-    epoch_arrays(), epoch_tf_data()  # warm-up: tracing, thread pools
-    arrays, tf_data = [], []
-    for _ in range(repeats):  # alternate, so both pipelines see the machine in the same states
+    # the same network compiled by XLA (TrainConfig.jit_compile), on the tf.data pipeline
+    keras.utils.set_random_seed(0)
+    jitted = training.compile_model(pixels.build(spec["model"], 7, augmentation=AUGMENTATION, **spec["options"]),
+                                    config.with_(jit_compile=True))
+
+    def epoch_xla():
+        jitted.fit(dataset, epochs=1, verbose=0, shuffle=False)
+
+    epoch_arrays(), epoch_tf_data(), epoch_xla()  # warm-up: tracing, XLA compilation, thread pools
+    arrays, tf_data, xla = [], [], []
+    for _ in range(repeats):  # alternate, so every variant sees the machine in the same states
         arrays.append(_timed(epoch_arrays, 1))
         tf_data.append(_timed(epoch_tf_data, 1))
+        xla.append(_timed(epoch_xla, 1))
 
     augmentation = model.get_layer("augmentation")
     augment = tf.function(lambda batch: augmentation(batch, training=True))
@@ -103,7 +113,9 @@ def measure(name: str, n_images: int, batch_size: int, repeats: int) -> dict:
         "mega_multiply_adds": round(pixels.multiply_adds(model) / 1e6, 1), "images": n_images, "batch_size": batch_size,
         "train_images_per_s_arrays": round(n_images / arrays_s, 1),
         "train_images_per_s_tf_data": round(n_images / tf_data_s, 1),
-        "train_images_per_s_range": [round(n_images / max(arrays + tf_data), 1), round(n_images / min(arrays + tf_data), 1)],
+        "train_images_per_s_tf_data_xla": round(n_images / float(np.median(xla)), 1),
+        "train_images_per_s_range": [round(n_images / max(arrays + tf_data + xla), 1),
+                                     round(n_images / min(arrays + tf_data + xla), 1)],
         "infer_images_per_s": round(n_images / infer, 1), "infer_ms_per_image": round(1000 * infer / n_images, 3),
         # shares of the (tf.data) training epoch spent in each part when run alone; the rest is the backward
         # pass and the update
