@@ -415,12 +415,14 @@ class FoldOutcome:
                    fitted.train_seconds, infer_ms, int(fitted.model.count_params()), fitted.device)
 
     @staticmethod
-    def path(store, cache_name: str, number: int) -> Path:
-        return Path(store) / cache_name / f"fold{number:03d}.json"
+    def path(store, cache_name: str, number: int, key: str) -> Path:
+        """One file per fold and fit key: two cross-validations that share a name but not their training
+        (chapter 9's learning-rate ablation and its tuned network) keep their folds side by side."""
+        return Path(store) / cache_name / f"fold{number:03d}-{key}.json"
 
     def write(self, store, cache_name: str, number: int, key: str, test_ids) -> None:
         """Atomically (a temporary file renamed), so an interrupted run never leaves half a fold."""
-        path = self.path(store, cache_name, number)
+        path = self.path(store, cache_name, number, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fields = {k: v for k, v in asdict(self).items() if k != "probabilities"}
         text = json.dumps({"key": key, "test_ids": [str(i) for i in test_ids], **fields,
@@ -432,7 +434,7 @@ class FoldOutcome:
     @classmethod
     def read(cls, store, cache_name: str, number: int, key: str, test_ids) -> "FoldOutcome | None":
         """The stored outcome of this fold if it was trained with this fit key on these test images, else None."""
-        path = cls.path(store, cache_name, number)
+        path = cls.path(store, cache_name, number, key)
         if not path.is_file():
             return None
         stored = json.loads(path.read_text())
@@ -476,7 +478,7 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
     enter the cache key, so what they change must be in ``options``.
 
     ``fold_store``: a folder (committed with a profile's results) that keeps each finished fold's outcome
-    — its test predictions, validation accuracy, epochs, time — as ``<fold_store>/<cache_name>/foldNNN.json``
+    — its test predictions, validation accuracy, epochs, time — as ``<fold_store>/<cache_name>/foldNNN-<key>.json``,
     under the fold's fit key (:func:`fer_lib.training.fit_key`). A fold whose stored key matches is read
     from there without training or a model; so a long cross-validation (118 LOSO folds) resumes on a fresh
     machine whose ``cache/models`` is empty, and any change of data, options or training retrains it."""

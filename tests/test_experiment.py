@@ -125,7 +125,7 @@ def test_fold_store_resumes_a_cross_validation_without_models_and_retrains_on_an
                                          fold_store=store)
 
     first = run({"width": 2})
-    assert sorted(p.name for p in (store / "cv").iterdir()) == ["fold000.json", "fold001.json", "fold002.json"]
+    assert sorted(p.name.split("-")[0] for p in (store / "cv").iterdir()) == ["fold000", "fold001", "fold002"]
     assert (first.folds["from cache"] == "trained").all()
 
     # cache/models gone (a fresh clone): the stored outcomes give the same predictions, record and table
@@ -141,14 +141,18 @@ def test_fold_store_resumes_a_cross_validation_without_models_and_retrains_on_an
     assert again.fits == [None, None, None]
 
     # an interrupted run: one fold missing trains just that fold
-    (store / "cv" / "fold001.json").unlink()
+    next((store / "cv").glob("fold001-*.json")).unlink()
     run({"width": 2})
     assert trained == ["cv-fold01"]
-    # other options are another fit key: every fold retrains (the stale outcomes are replaced)
+    # other options are another fit key: every fold retrains, beside (not over) the first run's folds, so the
+    # two cross-validations under one name (as chapter 9's learning-rate ablation and its tuned network) both resume
     run({"width": 3})
     assert trained == ["cv-fold01", "cv-fold00", "cv-fold01", "cv-fold02"]
+    assert len(list((store / "cv").iterdir())) == 6
+    run({"width": 2}), run({"width": 3})
+    assert len(trained) == 4
     # a fold whose test images differ (other folds) is not read from the store
     import json
-    key = json.loads(experiment.FoldOutcome.path(store, "cv", 0).read_text())["key"]
+    key = json.loads(next((store / "cv").glob("fold000-*.json")).read_text())["key"]
     assert experiment.FoldOutcome.read(store, "cv", 0, key, dataset.ids[folds[0]]) is not None
     assert experiment.FoldOutcome.read(store, "cv", 0, key, dataset.ids[folds[1]]) is None
