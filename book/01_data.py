@@ -18,13 +18,14 @@
 # chapter shows what is in them before any model sees them: how many images each class and split
 # holds, what the faces look like, which images are defective (blank frames, exact duplicates —
 # including duplicates that leak test images into training), and how the seven emotions collapse
-# into the coarser label sets two of the seed studies used.
+# into the coarser label sets two of the seed studies used
+# {cite:p}`seed_lstm_blendshapes,seed_emotion_sketches`.
 #
 # | dataset | what | used for |
 # |---|---|---|
-# | **FER2013** | 35,887 grey 48×48 web faces, 7 emotions, official Training / PublicTest / PrivateTest split | every representation; train on Training, select on PublicTest, report on PrivateTest |
-# | **CK+48** | the last 3 frames of CK+'s 327 posed sequences, 118 subjects, 48×48 | the video (3D-CNN) study, subject-independent folds |
-# | **JAFFE** | 213 posed 256×256 images of 10 Japanese women | cross-dataset checks, subject-independent folds |
+# | **FER2013** {cite:p}`goodfellow2013` | 35,887 grey 48×48 web faces, 7 emotions, official Training / PublicTest / PrivateTest split | every representation; train on Training, select on PublicTest, report on PrivateTest |
+# | **CK+48** {cite:p}`lucey2010` | the last 3 frames of CK+'s 327 posed sequences, 118 subjects, 48×48 | the video (3D-CNN) study {cite:p}`haddad2020`, subject-independent folds |
+# | **JAFFE** {cite:p}`lyons1998` | 213 posed 256×256 images of 10 Japanese women | cross-dataset checks, subject-independent folds |
 #
 # The profile decides how much of it is used: `smoke` and `sample` read the small stratified sample
 # committed in `data/sample`, `full` reads the full archives (`$FER_DATA_DIR`). Labels are handled
@@ -105,7 +106,8 @@ if P.profile == "full":
 # and *disgust* under 2 %: accuracy alone flatters a model that ignores the rare classes, which is
 # why every record in this book carries macro F1 and per-class recall too. The three splits share
 # the same balance to within 1.5 percentage points (the largest gap is *sad*: 16.8 % of Training,
-# 18.2 % of PublicTest), so PublicTest is a fair stand-in for PrivateTest when selecting models.
+# 18.2 % of PublicTest), so PublicTest is a fair stand-in for PrivateTest when selecting models
+# (the table below, and {numref}`fig-data-class-counts` in images).
 # (The committed sample is stratified, so under `sample` and `smoke` the classes look balanced.)
 
 # %%
@@ -113,18 +115,21 @@ shares = (fer_counts.drop(index="total") / fer_counts.loc["total"] * 100).round(
 shares.columns = [f"{c} %" for c in shares.columns]
 if anchors.THREEDFER_TABLE1_PERCENT:
     shares["3DFER Table 1 % (theirs)"] = pd.Series(anchors.THREEDFER_TABLE1_PERCENT)
-display(shares)
+display(shares.style.format(precision=1, na_rep="–").set_caption("FER2013: each class's share of each split (%)"))
+
+# %% mystnb={"figure": {"caption": "FER2013: images per class in each split.", "name": "fig-data-class-counts"}}
 plots.class_distribution(fer_counts, "FER2013: images per class and split");
 
 # %% [markdown]
-# The 3DFER report gives its own class percentages in its Table 1. Those figures are not among this
+# The 3DFER report {cite:p}`seed_3dfer` gives its own class percentages in its Table 1. Those figures are not among this
 # book's sources (the study's public repository holds notebooks only), so they are not invented
 # here: `fer_lib.anchors.THREEDFER_TABLE1_PERCENT` is empty, and the column above appears as soon
 # as someone with the report fills it in.
 #
-# What the faces look like — one row per class, random images, each titled with its id:
+# What the faces look like ({numref}`fig-data-fer-faces`) — one row per class, random images, each
+# titled with its id:
 
-# %%
+# %% mystnb={"figure": {"caption": "FER2013: random faces of each class (one row per class), each titled with its id.", "name": "fig-data-fer-faces"}}
 plots.image_grid_per_class(fer, per_class=P.grid_per_class, seed=P.seed, title="FER2013");
 
 # %% [markdown]
@@ -137,7 +142,8 @@ plots.image_grid_per_class(fer, per_class=P.grid_per_class, seed=P.seed, title="
 # %%
 blanks = quality.blank_images(fer)
 print(f"{len(blanks)} blank images")
-display(blanks)
+display(blanks.style.format({"mean": "{:.2f}", "std": "{:.2f}"})
+        .set_caption("FER2013's blank images: pixel mean and standard deviation (grey levels)"))
 
 # %% [markdown]
 # **Exact duplicates.** Pixel-identical images. Within a split they only over-weight a few faces;
@@ -168,7 +174,8 @@ print(f"\nmost duplicated: {most.index[0]} ({most.iloc[0]} %) and {most.index[1]
 
 # %% [markdown]
 # Some examples: groups that cross from Training into PrivateTest, and groups whose copies disagree
-# on the emotion (each pair shown side by side, captioned with id, split and label).
+# on the emotion (each group's copies shown side by side, captioned with id, split and label; a
+# profile whose data holds no such group says so instead).
 
 # %%
 def groups_where(table, condition, n_groups):
@@ -176,15 +183,23 @@ def groups_where(table, condition, n_groups):
     return table[table["group"].isin(chosen)]
 
 
-position = {image_id: i for i, image_id in enumerate(fer.ids)}
-leaks = groups_where(non_blank, lambda m: {"Training", "PrivateTest"} <= set(m["split"]), 4)
-conflicts = groups_where(non_blank, lambda m: m["class"].nunique() > 1, 4)
-for table, title in ((leaks, "duplicates across Training and PrivateTest"),
-                     (conflicts, "duplicates with conflicting labels")):
+def strip_of(table, title):
+    """The images of ``table`` side by side (one figure), or a line saying there are none."""
     if len(table):
         plots.image_strip(fer, [position[i] for i in table["id"]], title=title)
     else:
         print(f"no {title} in this profile's data")
+
+
+position = {image_id: i for i, image_id in enumerate(fer.ids)}
+leaks = groups_where(non_blank, lambda m: {"Training", "PrivateTest"} <= set(m["split"]), 4)
+conflicts = groups_where(non_blank, lambda m: m["class"].nunique() > 1, 4)
+
+# %% mystnb={"figure": {"caption": "Pixel-identical images in Training and in PrivateTest: the test copy leaks into training.", "name": "fig-data-leaks"}}
+strip_of(leaks, "duplicates across Training and PrivateTest")
+
+# %% mystnb={"figure": {"caption": "Pixel-identical images whose copies carry different labels: FER2013's label noise.", "name": "fig-data-conflicts"}}
+strip_of(conflicts, "duplicates with conflicting labels")
 
 # %% [markdown]
 # This book keeps the standard split untouched, as every published FER2013 number does, so that its
@@ -193,9 +208,10 @@ for table, title in ((leaks, "duplicates across Training and PrivateTest"),
 #
 # ## CK+48
 #
-# The posed CK+ sequences, reduced to their last three (peak-expression) frames. There is no
-# official split: the video chapter uses subject-independent folds (leave-one-subject-out), so the
-# subject count matters as much as the image count.
+# The posed CK+ sequences {cite:p}`lucey2010`, reduced to their last three (peak-expression) frames
+# ({numref}`fig-data-ck-faces`). There is no official split: the video chapter uses
+# subject-independent folds (leave-one-subject-out), so the subject count matters as much as the
+# image count.
 
 # %%
 ck = load("ckplus")
@@ -209,15 +225,15 @@ frames_per_sequence = pd.Series(list(zip(ck.subject, ck.meta["sequence"]))).valu
 print(ck_table.to_string())
 print("frames per sequence:", {int(k): int(v) for k, v in frames_per_sequence.items()})
 
-# %%
+# %% mystnb={"figure": {"caption": "CK+48: random frames of each class (one row per class), each titled with its id.", "name": "fig-data-ck-faces"}}
 plots.image_grid_per_class(ck, per_class=P.grid_per_class, seed=P.seed, title="CK+48");
 
 # %% [markdown]
 # ## JAFFE
 #
-# Ten subjects, each posing every expression about three times. Images are 256×256 with the whole
-# head and background: unlike FER2013 and CK+48 they are not cropped to the face, which the
-# preprocessing chapter's face detectors take care of.
+# Ten subjects {cite:p}`lyons1998`, each posing every expression about three times. Images are
+# 256×256 with the whole head and background ({numref}`fig-data-jaffe-faces`): unlike FER2013 and
+# CK+48 they are not cropped to the face, which the preprocessing chapter's face detectors take care of.
 
 # %%
 jaffe = load("jaffe")
@@ -225,16 +241,16 @@ jaffe_table = pd.crosstab(pd.Series(jaffe.label_names, name="class"), pd.Series(
                           margins=True, margins_name="total").reindex([*jaffe.class_names, "total"])
 print(jaffe_table.to_string())
 
-# %%
+# %% mystnb={"figure": {"caption": "JAFFE: random photographs of each class (one row per class), each titled with its id.", "name": "fig-data-jaffe-faces"}}
 plots.image_grid_per_class(jaffe, per_class=min(P.grid_per_class, 4), seed=P.seed, title="JAFFE");
 
 # %% [markdown]
 # ## Relabelled targets
 #
-# **Happy / sad / unknown** — the LSTM-on-blendshapes study. Its training set caps each emotion
-# (happy 4000, sad 4000, angry / fear / surprise / neutral 1500 each, every disgust image) before
-# merging all but happy and sad into *unknown*; PublicTest (validation) and PrivateTest (test) keep
-# all their images, relabelled. The caps make *unknown* the largest training class even so.
+# **Happy / sad / unknown** — the LSTM-on-blendshapes study {cite:p}`seed_lstm_blendshapes`. Its
+# training set caps each emotion (happy 4000, sad 4000, angry / fear / surprise / neutral 1500 each,
+# every disgust image) before merging all but happy and sad into *unknown*; PublicTest (validation)
+# and PrivateTest (test) keep all their images, relabelled. The caps make *unknown* the largest training class even so.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -245,8 +261,8 @@ print("capped Training set by original emotion:")
 print(pd.Series(three.select_split(TRAIN).emotions).value_counts().reindex(list(fer.class_names)).to_string())
 
 # %% [markdown]
-# **Positive / negative / awe / neutral** — the emotion-sketch study: happy is positive; angry,
-# disgust and sad (and CK+'s contempt) are negative; fear and surprise are awe.
+# **Positive / negative / awe / neutral** — the emotion-sketch study {cite:p}`seed_emotion_sketches`:
+# happy is positive; angry, disgust and sad (and CK+'s contempt) are negative; fear and surprise are awe.
 
 # %%
 # NBVAL_CHECK_OUTPUT

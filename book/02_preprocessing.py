@@ -14,9 +14,9 @@
 # %% [markdown]
 # # 2. Preprocessing
 #
-# The 3DFER study planned a preprocessing pipeline for its 2D models — unify colour, crop the face,
-# align it, normalise lighting, resize, normalise pixels — and gave up on the face crop because
-# dlib's detector missed too many of FER2013's 48×48 faces. This chapter builds every step as a
+# The 3DFER study {cite:p}`seed_3dfer` planned a preprocessing pipeline for its 2D models — unify
+# colour, crop the face, align it, normalise lighting, resize, normalise pixels — and gave up on the
+# face crop because dlib's detector {cite:p}`king2009` missed too many of FER2013's 48×48 faces. This chapter builds every step as a
 # function in `fer_lib.preprocess` (applied identically at training and inference time), measures
 # how many faces each of three detectors finds, per class and split, and how long it takes, and
 # shows what each step does to a face. The RQ1 chapter then trains the same model on raw and on
@@ -25,9 +25,9 @@
 # | step | implementation |
 # |---|---|
 # | unify colour | `to_gray` (any grey / BGR / BGRA image to one channel); `to_channels` for 3-channel models |
-# | face crop | OpenCV Haar cascade; dlib HOG on the image upscaled to 80×80 (as the study tried); MediaPipe FaceLandmarker (vendored `face_landmarker.task`) — a miss falls back to the whole frame, so no image is lost |
+# | face crop | OpenCV Haar cascade; dlib HOG on the image upscaled to 80×80 (as the study tried); MediaPipe FaceLandmarker {cite:p}`lugaresi2019,kartynnik2019` (vendored `face_landmarker.task`) — a miss falls back to the whole frame, so no image is lost |
 # | alignment | rotate about the eyes' midpoint so the eye line is horizontal (eyes from MediaPipe's mesh) |
-# | lighting | CLAHE, clip limit 2, 8×8 tiles (as the 3D-CNN study) |
+# | lighting | CLAHE, clip limit 2, 8×8 tiles (as the 3D-CNN study {cite:p}`haddad2020`) |
 # | resize | back to 48×48 |
 # | pixel normalisation | per-image standard (zero mean, unit variance) or min-max, as a Keras layer |
 # | augmentation | Keras layers: horizontal flip, rotation, linear contrast 127 + α(v − 127), α ∈ [0.22, 2.2], Gaussian noise |
@@ -71,11 +71,11 @@ overall = pd.DataFrame([
      "mean ms / image": t["ms"].mean(), "median ms / image": t["ms"].median()}
     for name, t in detections.items()
 ]).set_index("detector").round(2)
-display(overall)
+display(overall.style.format(precision=2).set_caption("FER2013: faces each detector finds, and its time per image"))
 found = pd.concat({name: t["found"].groupby([label, split], observed=False).mean().mul(100).round(1).unstack()
                    for name, t in detections.items()}, axis=1)
 found.index.name = "class"
-display(found)
+display(found.style.format(precision=1).set_caption("FER2013: faces found (%) per detector, class and split"))
 
 # %% [markdown]
 # **What the full run measured** (all 35,887 FER2013 images; the tables above are its output):
@@ -84,9 +84,10 @@ display(found)
 # it) and the Haar cascade in 37.0 %. *Sad* is the hardest class for all three detectors (Haar
 # about 25 %, dlib about 50 %, MediaPipe 93–94 %), *happy* and *neutral* among the easiest; the three
 # splits behave alike. MediaPipe pays for its coverage with about 13 ms per image (median) against
-# under 1 ms for the other two. With the whole-frame fallback no image is lost whatever the detector.
+# under 1 ms for the other two ({numref}`fig-pre-found`). With the whole-frame fallback no image is
+# lost whatever the detector.
 
-# %%
+# %% mystnb={"figure": {"caption": "FER2013: the share of faces each detector finds, per class.", "name": "fig-pre-found"}}
 by_class = pd.DataFrame({name: t["found"].groupby(label, observed=False).mean().mul(100)
                          for name, t in detections.items()})
 ax = by_class.plot.bar(figsize=(8, 3.2), width=0.8)
@@ -96,25 +97,41 @@ ax.tick_params(axis="x", rotation=0)
 ax.set_title("FER2013: faces found per class and detector");
 
 # %% [markdown]
-# What the detectors miss — a few images each detector found no face in:
+# What the detectors miss — a few images each detector found no face in, one figure per detector:
 
 # %%
 rng = np.random.default_rng(P.seed)
-for name, table in detections.items():
-    missed = np.flatnonzero(table["fallback"].to_numpy())
+
+
+def missed_strip(name):
+    """Up to 8 random images detector ``name`` found no face in (one figure), drawn from the shared ``rng``."""
+    if name not in detections:
+        print(f"{name}: not run under this profile")
+        return
+    missed = np.flatnonzero(detections[name]["fallback"].to_numpy())
     if len(missed):
         plots.image_strip(fer, rng.choice(missed, size=min(8, len(missed)), replace=False),
                           title=f"{name}: no face found ({len(missed)} images)")
     else:
         print(f"{name}: found a face in every image")
 
+
+# %% mystnb={"figure": {"caption": "Faces OpenCV's Haar cascade does not find.", "name": "fig-pre-missed-haar"}}
+missed_strip("haar")
+
+# %% mystnb={"figure": {"caption": "Faces dlib's HOG detector (on the 80x80 upscale) does not find.", "name": "fig-pre-missed-dlib"}}
+missed_strip("dlib_hog")
+
+# %% mystnb={"figure": {"caption": "Faces MediaPipe's FaceLandmarker does not find.", "name": "fig-pre-missed-mediapipe"}}
+missed_strip("mediapipe")
+
 # %% [markdown]
 # ## What each step does to a face
 #
-# For a few random faces: the raw frame, the crop of each detector (the fallback is the raw frame),
-# MediaPipe's crop aligned by the eye line, and the aligned crop after CLAHE.
+# For a few random faces ({numref}`fig-pre-steps`): the raw frame, the crop of each detector (the
+# fallback is the raw frame), MediaPipe's crop aligned by the eye line, and the aligned crop after CLAHE.
 
-# %%
+# %% mystnb={"figure": {"caption": "Each preprocessing step on a few random faces (one row per face): raw, each detector's crop, aligned by the eyes, then CLAHE.", "name": "fig-pre-steps"}}
 examples = rng.choice(len(fer), size=min(6, len(fer)), replace=False)
 sub = fer.subset(examples)
 steps = {"raw": preprocess.Preprocessing().apply(sub.images)}
@@ -139,9 +156,10 @@ fig.tight_layout()
 # ## Augmentation and pixel normalisation
 #
 # Both are Keras layers that the models include, so they run on the same device as training and a
-# saved model carries them. Augmentation is active only while training: eight draws of the same face.
+# saved model carries them. Augmentation is active only while training: eight draws of the same face
+# ({numref}`fig-pre-augmentation`).
 
-# %%
+# %% mystnb={"figure": {"caption": "Eight draws of the training augmentation (flip, rotation, contrast, noise) on one face.", "name": "fig-pre-augmentation"}}
 import keras  # noqa: E402 - TensorFlow is imported only by the chapters that need it
 
 from fer_lib import layers  # noqa: E402

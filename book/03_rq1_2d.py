@@ -15,7 +15,7 @@
 # # 3. RQ1: emotions from 2D pixels
 #
 # *To what extent can deep neural networks recognise emotions in 2D images?* — the 3DFER study's
-# first research question, on FER2013's seven classes with the standard protocol: train on
+# {cite:p}`seed_3dfer` first research question, on FER2013's seven classes with the standard protocol: train on
 # **Training**, select (early stopping, tuning, preprocessing choice) on **PublicTest**, report on
 # **PrivateTest** once.
 #
@@ -34,7 +34,7 @@
 # The chapter runs in four steps: (1) the preprocessing ablation — raw vs preprocessed faces, same
 # model, three seeds; (2) the study's grid search over batch size, learning rate, weight decay and
 # momentum with keras-tuner; (3) the three models on all of Training with the winning input and
-# hyper-parameters; (4) Grad-CAM: where the best model looks.
+# hyper-parameters; (4) Grad-CAM {cite:p}`selvaraju2017`: where the best model looks.
 
 # %% tags=["parameters"]
 profile = "sample"  # smoke | sample | full: reads params/<profile>.yml
@@ -55,7 +55,7 @@ from fer_lib.paths import results_dir
 P = fer_lib.load_params(profile, chapter="03_rq1_2d", data_dir=data_dir)
 rq1 = pixels.rq1_inputs(P)  # the profile's FER2013 subset, raw and preprocessed (detections cached)
 faces = rq1.faces
-display(faces.counts())
+display(faces.counts().style.set_caption("The FER2013 faces of this profile, per class and split"))
 
 # %% [markdown]
 # ## Model inputs: raw and preprocessed faces
@@ -72,7 +72,8 @@ y = faces.labels
 classes = faces.class_names
 fallbacks = pd.Series({name: int(detections["fallback"].to_numpy()[index].sum()) for name, index in split.items()})
 display(pd.DataFrame({"images": pd.Series({k: len(v) for k, v in split.items()}),
-                      "whole frame used (no face found)": fallbacks}))
+                      "whole frame used (no face found)": fallbacks})
+        .style.set_caption("Preprocessed input: images per split and how many MediaPipe found no face in"))
 print(f"preprocessing cost: {extract_ms['preprocessed']:.2f} ms/image "
       f"(MediaPipe {detections['ms'].mean():.2f} ms when measured + crop/align/CLAHE {steps_ms:.2f} ms)")
 
@@ -119,17 +120,17 @@ ablation = pd.DataFrame(rows)
 results_dir(profile).mkdir(parents=True, exist_ok=True)
 ablation.to_csv(results_dir(profile) / "03_rq1_2d__ablation.csv", index=False)
 print(f"{len(ablation_train)} training images per run, {A['epochs']} epochs")
-display(ablation.round(4))
+display(ablation.style.format(precision=4).set_caption("Raw against preprocessed input: one run per input and seed"))
 
 # %%
 metrics_cols = ["PublicTest accuracy", "PrivateTest accuracy", "PrivateTest macro F1"]
 summary = ablation.groupby("input")[metrics_cols].agg(["mean", "std"]).round(4)
-display(summary)
+display(summary.style.format(precision=4).set_caption("Raw against preprocessed input: mean and standard deviation over the seeds"))
 paired = (ablation[ablation.input == "preprocessed"].set_index("seed")[metrics_cols]
           - ablation[ablation.input == "raw"].set_index("seed")[metrics_cols])
 difference = pd.DataFrame({"mean": paired.mean(), "std": paired.std(), "min": paired.min(), "max": paired.max()})
 difference.index.name = "preprocessed − raw (paired by seed)"
-display(difference.round(4))
+display(difference.style.format(precision=4).set_caption("Preprocessed minus raw, paired by seed"))
 chosen_input = summary[("PublicTest accuracy", "mean")].idxmax()
 change = difference.loc["PrivateTest accuracy"]
 display(Markdown(
@@ -147,7 +148,7 @@ display(Markdown(
 # %% [markdown]
 # ## 2. The study's grid search, with keras-tuner
 #
-# keras-tuner's `GridSearch` over every combination of batch size, learning rate, weight decay and
+# keras-tuner's {cite:p}`omalley2019` `GridSearch` over every combination of batch size, learning rate, weight decay and
 # momentum (the study's four), training the study CNN on a class-capped subset for a few epochs per
 # trial and ranking trials by their best PublicTest accuracy. The best combination trains every
 # final model (the grid is searched once, on the study CNN: searching it again per backbone is more
@@ -164,7 +165,7 @@ trials, tuned = tuning.grid_search(
 print(f"{len(trials)} trials of {len(tuning_train)} images × {T['epochs']} epochs; "
       f"{time.perf_counter() - started:.0f} s in this run (finished trials are read from cache/tuning)")
 trials.to_csv(results_dir(profile) / "03_rq1_2d__grid.csv", index=False)
-display(trials.round(4))
+display(trials.style.format(precision=4).set_caption("The grid search: one row per trial, ranked by PublicTest accuracy"))
 print("best:", {name: getattr(tuned, name) for name in T["grid"]})
 
 # %% [markdown]
@@ -173,6 +174,7 @@ print("best:", {name: getattr(tuned, name) for name in T["grid"]})
 # Each model trains on the chosen input with the tuned hyper-parameters until early stopping —
 # or, where the profile sets `time_budget_min`, until the next epoch would overrun that budget
 # (how the `full` profile fits ResNet50 and VGG16 on a 2-core CPU; *stopped by* says which).
+# {numref}`fig-rq1-curves` shows their learning curves, {numref}`fig-rq1-confusion` their confusion matrices.
 
 # %%
 histories, records, models, test_scores = {}, {}, {}, {}
@@ -192,7 +194,7 @@ for model_name, spec in P.models.items():
     test_scores[label] = run.test_probabilities
     print(f"{label}: {run.fitted.summary}{' (read from cache/models)' if run.fitted.from_cache else ''}")
 
-# %%
+# %% mystnb={"figure": {"caption": "Learning curves of the three models trained on all of Training: loss and accuracy per epoch.", "name": "fig-rq1-curves"}}
 plots.learning_curves(histories, title="Training (dashed) and PublicTest (solid) per epoch");
 
 # %%
@@ -206,7 +208,7 @@ table = pd.DataFrame([{
     "PublicTest accuracy": r["val_accuracy"], "train min": r["train_seconds"] / 60, "stopped by": r["stopped_by"],
     "epochs": r["epochs_run"], "infer ms/image": r["infer_ms_per_image"], "parameters": r["n_params"],
     "device": r["device"]} for name, r in records.items()]).set_index("model")
-display(table.round(3))
+display(table.style.format(precision=3, na_rep="–").set_caption("FER2013 PrivateTest, 7 classes: the three models trained on all of Training"))
 seeds = anchors.SEED_RESULTS["3DFER"]
 best_test = max(records, key=lambda name: records[name]["accuracy"])
 display(Markdown(
@@ -244,7 +246,9 @@ display(Markdown(
 # %%
 per_class = pd.concat({name: pd.DataFrame(r["per_class"]).T[["precision", "recall", "f1"]]
                        for name, r in records.items()}, axis=1)
-display(per_class.round(3))
+display(per_class.style.format(precision=3).set_caption("FER2013 PrivateTest: precision, recall and F1 per class and model"))
+
+# %% mystnb={"figure": {"caption": "Confusion matrices on FER2013 PrivateTest of the three models trained on all of Training.", "name": "fig-rq1-confusion"}}
 plots.confusion_matrices(records);
 
 # %% [markdown]
@@ -255,7 +259,7 @@ plots.confusion_matrices(records);
 # architectures sized for 48×48 faces and a 2-core CPU (`fer_lib.pixels`; multiply-adds per face in
 # the table, the study CNN's 87 M for scale):
 #
-# - **mini-Xception** (Arriaga et al., 2017) as published: ~58 k parameters, depthwise-separable
+# - **mini-Xception** {cite:p}`arriaga2017` as published: ~58 k parameters, depthwise-separable
 #   residual modules; trained as published (Adam, batch 32, learning rate cut on a plateau, early
 #   stopping), with its augmentation — flips, ±10° rotations, 10 % shifts and zoom — which every model
 #   of this section uses. The published model reports about 66 % on FER2013's test split.
@@ -264,11 +268,12 @@ plots.confusion_matrices(records);
 # - **the study CNN** again, now to the end of its schedule.
 #
 # The recipe, except where a model's row says otherwise: SGD with Nesterov momentum, a **one-cycle**
-# learning-rate schedule (Smith & Topin, 2019) over a fixed number of epochs, label smoothing 0.1,
+# learning-rate schedule {cite:p}`smith2019` over a fixed number of epochs, label smoothing 0.1,
 # decoupled weight decay, and a tf.data input pipeline (`benchmarks/pixels_speed.py` measures what it
 # and the architectures change). The weights of the epoch with the lowest PublicTest loss are kept.
 # These fits take hours here: `make train PROFILE=full` runs them in the background (resumable, a
 # progress line per epoch in `cache/logs/`), and the chapter reads the trained models from the cache.
+# Their learning curves are in {numref}`fig-rq1-converged-curves`.
 
 # %% tags=["hide-input"]
 C = P.converged
@@ -282,6 +287,8 @@ convergence_table = pd.DataFrame([{
     for run in converged.values()]).set_index("model")
 display(convergence_table.drop(columns=["accuracy, misses counted wrong"]).style.format(precision=3, na_rep="–")
         .set_caption("FER2013 PrivateTest, 7 classes: 2D models trained to convergence"))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Learning curves of the 2D models trained to convergence.", "name": "fig-rq1-converged-curves"}}
 plots.learning_curves({name: run.fitted.history for name, run in converged.items()},
                       title="Training (dashed) and PublicTest (solid) per epoch, trained to convergence");
 
@@ -300,7 +307,7 @@ display(pd.DataFrame([{"model": name, "schedule": converged[name].record["traini
                        "PrivateTest accuracy": converged[name].record["accuracy"],
                        "epochs": converged[name].record["epochs_run"], "train min": converged[name].record["train_seconds"] / 60}
                       for name in (first, second)]).set_index("model").style.format(precision=3)
-        .set_caption("The schedule comparison"))
+        .set_caption("The schedule comparison: the same VGG-11 with two learning-rate schedules"))
 display(Markdown(f"{first} − {second}: **{paired['difference']:+.1%}** (95 % CI {paired['difference_ci95_low']:+.1%} to "
                  f"{paired['difference_ci95_high']:+.1%}; McNemar p = {paired['mcnemar_p']:.2g})."))
 
@@ -310,7 +317,7 @@ display(Markdown(f"{first} − {second}: **{paired['difference']:+.1%}** (95 % C
 # Each converged model predicts again on ten views of every face — the face, four copies moved 2
 # pixels along the diagonals, and the mirror image of each — and the probabilities are averaged
 # (`pixels.predict_tta`): one more row per model. Then an **ensemble**: Caruana et al.'s ensemble
-# selection picks members (with replacement, so a member can weigh more) by their averaged PublicTest
+# selection {cite:p}`caruana2004` picks members (with replacement, so a member can weigh more) by their averaged PublicTest
 # log-loss, among every 2D model of this chapter with and without test-time augmentation. PrivateTest
 # never takes part in choosing.
 
@@ -371,12 +378,13 @@ display(Markdown(
 # %% [markdown]
 # ## 6. Where does the best model look? Grad-CAM
 #
-# For the model with the best PublicTest accuracy: Grad-CAM heat maps of the true class on
+# For the model with the best PublicTest accuracy: Grad-CAM {cite:p}`selvaraju2017` heat maps
+# ({numref}`fig-rq1-gradcam`) of the true class on
 # PrivateTest faces (titles: the prediction, red when wrong), and per class the mean map over every
 # correctly classified PrivateTest face. The table gives the share of each mean map's heat in three
 # horizontal bands of the face.
 
-# %%
+# %% mystnb={"figure": {"caption": "Grad-CAM of the best 2D model on PrivateTest faces (one row per class; titles: the prediction, red when wrong); the last column is the class's mean map over its correctly classified faces.", "name": "fig-rq1-gradcam"}}
 best_name = best_single  # the best single model on PublicTest, budget-stopped or converged
 best_model = models[best_name] if best_name in models else candidates[best_name].fitted.model
 x_test, y_test = rq1.inputs[C["input"] if best_name in candidates else chosen_input][split[TEST]], y[split[TEST]]
@@ -396,7 +404,7 @@ shares = pd.DataFrame([gradcam.region_shares(heat[correct & (y_test == c)]).mean
                        else np.full(len(gradcam.REGIONS), np.nan) for c in range(len(classes))],
                       index=classes, columns=list(gradcam.REGIONS))
 shares["correct faces"] = [int((correct & (y_test == c)).sum()) for c in range(len(classes))]
-display(shares.round(3))
+display(shares.style.format(precision=3, na_rep="–").set_caption("Share of each class's mean Grad-CAM heat per band of the face"))
 bands = list(gradcam.REGIONS)
 hottest = shares[bands].dropna().idxmax(axis=1)
 display(Markdown("Band with the largest share of Grad-CAM heat, per class: " + "; ".join(

@@ -15,12 +15,12 @@
 # # 4. RQ2.1: emotions from MediaPipe landmarks
 #
 # *Can deep networks recognise emotions from the 478 3D landmarks MediaPipe puts on a face, and how
-# do they compare with 2D pixels?* — the 3DFER study's RQ2.1, on FER2013's seven classes with the
+# do they compare with 2D pixels?* — the 3DFER study's {cite:p}`seed_3dfer` RQ2.1, on FER2013's seven classes with the
 # standard protocol (train on **Training**, select on **PublicTest**, report on **PrivateTest**).
 #
 # This chapter also runs the extraction that the voxel, mesh and blendshape chapters reuse:
-# MediaPipe Tasks' FaceLandmarker on every image (`fer_lib.face_mesh`), giving 478×3 landmarks, 52
-# blendshape scores and the head pose per face. A landmark model cannot see a face MediaPipe misses,
+# MediaPipe Tasks' FaceLandmarker {cite:p}`lugaresi2019,kartynnik2019` on every image
+# (`fer_lib.face_mesh`), giving 478×3 landmarks, 52 blendshape scores and the head pose per face. A landmark model cannot see a face MediaPipe misses,
 # so coverage is part of the result: every table gives accuracy on the faces found and accuracy with
 # the misses counted as errors.
 #
@@ -69,8 +69,10 @@ classes = faces.class_names
 print(faces)
 print(f"loading and extraction: {time.perf_counter() - started:.1f} s in this run (extraction is read from cache/face_mesh after the first run)")
 extract_ms = float(features.ms.mean())
-display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"}))
-display(features.attempts_table())
+display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"})
+        .set_caption("Faces MediaPipe found, per split"))
+display(features.attempts_table().style.format(precision=0, na_rep="–")
+        .set_caption("The cascade of attempts: how MediaPipe was shown each face, and how many faces each attempt found"))
 benchmark_file = repo_root() / "benchmarks" / "face_mesh_speed.results.jsonl"
 if benchmark_file.is_file():
     last = json.loads(benchmark_file.read_text().strip().splitlines()[-1])
@@ -82,7 +84,9 @@ print(f"extraction cost: {extract_ms:.1f} ms per image (one process, every attem
 # Where the faces are missed, per class and split, and what they look like:
 
 # %%
-display(features.misses_table(faces))
+display(features.misses_table(faces).style.format(precision=2).set_caption("Faces MediaPipe missed, per class and split"))
+
+# %% mystnb={"figure": {"caption": "A random sample of the faces no attempt of the cascade found.", "name": "fig-landmarks-missed"}}
 missed = np.flatnonzero(~features.detected)
 if len(missed):
     shown = np.random.default_rng(P.seed).choice(missed, size=min(P.gallery, len(missed)), replace=False)
@@ -96,8 +100,10 @@ if len(missed):
 # about 1 % of *angry* and *sad*); what they look like — extreme profiles, hands over the face,
 # blank frames and placeholder images with text — is in the gallery above. Each face costs about 21 ms of one core
 # (median 14 ms: most faces are found by the first attempt; a miss runs all ten, about 110 ms).
+# {numref}`fig-landmarks-overlay` shows the landmarks on one face per class and on faces only the
+# later attempts found.
 
-# %%
+# %% mystnb={"figure": {"caption": "MediaPipe's 478 landmarks (colour: depth z) on one face per class, then on faces only the later (mirrored or CLAHE) attempts found; titles name the class and the attempt.", "name": "fig-landmarks-overlay"}}
 first_mirrored = next((i for i, a in enumerate(features.attempts) if a.mirror), None)
 rescued = np.flatnonzero(features.attempt >= first_mirrored) if first_mirrored is not None else np.array([], int)
 print(f"{len(rescued)} faces were found only by the later attempts (mirrored / CLAHE); a sample with their landmarks:")
@@ -129,7 +135,8 @@ def build(model: str, options: dict, seed: int):
 
 A = P.normalisation_ablation
 arrays = {variant: landmarks.split_arrays(features, faces, variant) for variant in A["variants"]}
-display(arrays[A["variants"][0]].table().style.format({"coverage": "{:.2%}"}))
+display(arrays[A["variants"][0]].table().style.format({"coverage": "{:.2%}"})
+        .set_caption("Landmark model inputs: faces used per split and coverage"))
 rows = []
 for variant in A["variants"]:
     for seed in A["seeds"]:
@@ -145,7 +152,8 @@ results_dir(profile).mkdir(parents=True, exist_ok=True)
 normalisation_runs.to_csv(results_dir(profile) / f"{CHAPTER}__normalisation.csv", index=False)
 columns = ["PublicTest accuracy", "PrivateTest accuracy", "PrivateTest macro F1"]
 normalisation_summary = normalisation_runs.groupby("normalisation", sort=False)[columns + ["train s"]].agg(["mean", "std"])
-display(normalisation_summary.round(4))
+display(normalisation_summary.style.format(precision=4, na_rep="–")
+        .set_caption("Normalising the point cloud: the study MLP on each input, mean and standard deviation over the seeds"))
 chosen = normalisation_summary[("PublicTest accuracy", "mean")].idxmax()
 display(Markdown(f"Chosen on PublicTest: **{chosen}** "
                  f"({normalisation_summary.loc[chosen, ('PublicTest accuracy', 'mean')]:.1%} mean PublicTest accuracy over "
@@ -166,7 +174,7 @@ data = arrays[chosen]
 # ## 2. SMOTE on landmarks: an ablation
 #
 # The study balanced FER2013's classes (547 *disgust* against 8,989 *happy* Training faces) with
-# SMOTE, reshaping each 478×3 cloud to one vector of 1,434 numbers so that SMOTE's interpolation
+# SMOTE {cite:p}`chawla2002`, reshaping each 478×3 cloud to one vector of 1,434 numbers so that SMOTE's interpolation
 # between neighbours of a class applies (`landmarks.smote`). Same model and seeds, with and without.
 
 # %%
@@ -189,7 +197,8 @@ for use_smote in (False, True):
 smote_runs = pd.DataFrame(rows)
 smote_runs.to_csv(results_dir(profile) / f"{CHAPTER}__smote.csv", index=False)
 smote_summary = smote_runs.groupby("SMOTE")[columns + ["disgust recall"]].agg(["mean", "std"])
-display(smote_summary.round(4))
+display(smote_summary.style.format(precision=4, na_rep="–")
+        .set_caption("SMOTE on landmarks: the study MLP with and without, mean and standard deviation over the seeds"))
 use_smote = bool(smote_summary[("PublicTest accuracy", "mean")].idxmax())
 display(Markdown(f"SMOTE changed PrivateTest accuracy by **{smote_summary.loc[True, ('PrivateTest accuracy', 'mean')] - smote_summary.loc[False, ('PrivateTest accuracy', 'mean')]:+.1%}** "
                  f"and macro F1 by {smote_summary.loc[True, ('PrivateTest macro F1', 'mean')] - smote_summary.loc[False, ('PrivateTest macro F1', 'mean')]:+.3f}; "
@@ -217,8 +226,16 @@ runs = experiment.run_models(
     x_train=x_train, y_train=y_train,
     record=fields, ensemble=P.ensemble)  # ensemble: the models' probabilities averaged, no training
 
+# %% mystnb={"figure": {"caption": "Learning curves of the landmark models: loss and accuracy per epoch.", "name": "fig-landmarks-curves"}}
+experiment.show_learning_curves(runs)
+
 # %%
-table = experiment.show_results(runs)
+table = experiment.show_results_tables(runs, "FER2013 PrivateTest, 7 classes, landmark models")
+
+# %% mystnb={"figure": {"caption": "Confusion matrices of the landmark models on FER2013 PrivateTest.", "name": "fig-landmarks-confusion"}}
+experiment.show_confusion_matrices(runs)
+
+# %%
 seeds = anchors.SEED_RESULTS["3DFER"]
 display(Markdown(
     f"Anchors, **the study's numbers, not measured here**: landmark MLP {seeds['landmark MLP'][0]:.0%}, landmark "
@@ -230,13 +247,13 @@ display(Markdown(
 # **Reading the results.** Both study architectures reproduce and beat their published numbers on
 # the `full` run: the study MLP 53.6 % (study: 51 %) and the 1D-CNN 57.1 % (study: 55 %), the MLP
 # ended by early stopping after 3.4 minutes, the 1D-CNN by its 12-minute budget with PublicTest loss
-# still near its best (epoch 18 of 24), so it has more to give on a faster machine. This book's
+# still near its best (epoch 18 of 24; {numref}`fig-landmarks-curves`), so it has more to give on a faster machine. This book's
 # `landmark_mlp` reaches 59.9 % (macro F1 0.52) in 7.4 minutes, ended by early stopping: batch
 # norm, dropout and, above all, augmentation built for point clouds (a mirrored face with left and
 # right landmarks renumbered, small 3D rotations, scale and point jitter) add more than 6 points to
 # the study MLP's design. All three find *happy* easiest and *disgust* and *fear* hardest, as the
-# 2D models do: trained without SMOTE, the study MLP never predicts *disgust* (recall 0), the 1D-CNN
-# recalls 31 % and `landmark_mlp` 15 % of it.
+# 2D models do ({numref}`fig-landmarks-confusion`): trained without SMOTE, the study MLP never predicts
+# *disgust* (recall 0), the 1D-CNN recalls 31 % and `landmark_mlp` 15 % of it.
 
 # %% [markdown]
 # ## 4. RQ2.1: landmarks against 2D pixels, on the same faces
@@ -244,8 +261,8 @@ display(Markdown(
 # The landmark model chosen on PublicTest beside chapter 3's best 2D model (also chosen on
 # PublicTest), on exactly the PrivateTest images where MediaPipe found a face; then both on all of
 # PrivateTest, the landmark model with its misses counted wrong. The difference is paired (same
-# images): a bootstrap confidence interval and McNemar's exact test on the images where only one of
-# the two is right.
+# images): a bootstrap confidence interval and McNemar's exact test {cite:p}`mcnemar1947` on the
+# images where only one of the two is right.
 
 # %%
 rq_answer = experiment.answer_rq(profile, CHAPTER, runs, data, "landmark", seed=P.seed)

@@ -15,7 +15,7 @@
 # # 5. RQ2.2: emotions from voxel grids of the landmarks
 #
 # *Does turning the landmark cloud into a 3D image — a k×k×k voxel grid — let a 3D-CNN recognise
-# emotions, and how does it compare with 2D pixels?* — the 3DFER study's RQ2.2, which scored lowest
+# emotions, and how does it compare with 2D pixels?* — the 3DFER study's {cite:p}`seed_3dfer` RQ2.2, which scored lowest
 # of all its representations (43 % on FER2013's seven classes). The standard protocol again: train
 # on **Training**, select on **PublicTest**, report on **PrivateTest**.
 #
@@ -53,7 +53,8 @@ P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
 print(P)
 faces, features = face_mesh.for_chapter(P)
 classes = faces.class_names
-display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"}))
+display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"})
+        .set_caption("Faces MediaPipe found, per split (chapter 4's extraction)"))
 
 # %% [markdown]
 # ## From landmarks to voxels
@@ -62,7 +63,8 @@ display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"}))
 # ablation chose centring and scaling, keeping the head pose, on PublicTest), then scaled per face so
 # the longest axis spans the grid, keeping the face's proportions. How much does the grid lose? At
 # resolution k, every landmark that falls into a cell already holding another is lost to an
-# occupancy grid — the table measures that share for several k on these faces.
+# occupancy grid — the table measures that share for several k on these faces, and
+# {numref}`fig-voxels-projections` shows both grids of one face.
 
 # %%
 data = landmarks.split_arrays(features, faces, P.normalisation)
@@ -70,7 +72,8 @@ all_points = np.concatenate([data.x[s] for s in data.x])
 collision_table = pd.DataFrame([{"k": k, "cells": k ** 3, "landmarks lost to a shared cell (mean share)":
                                  float(voxels.collisions(all_points[:P.collision_sample], k).mean())}
                                 for k in P.collision_ks]).set_index("k")
-display(collision_table.style.format({"landmarks lost to a shared cell (mean share)": "{:.1%}"}))
+display(collision_table.style.format({"landmarks lost to a shared cell (mean share)": "{:.1%}"})
+        .set_caption("Occupancy grids: the share of a face's landmarks that fall into a cell already taken, per resolution k"))
 
 started = time.perf_counter()
 occupancy = data.with_x(lambda x: voxels.occupancy(x, P.k))
@@ -83,7 +86,10 @@ display(pd.DataFrame({
     "occupancy": {**voxels.describe(occupancy.x[TRAIN]), "ms per face (grid only)": occupancy_ms,
                   "ms per face incl. MediaPipe": extract_ms + occupancy_ms},
     "gaussian": {**voxels.describe(gaussian.x[TRAIN]), "ms per face (grid only)": gaussian_ms,
-                 "ms per face incl. MediaPipe": extract_ms + gaussian_ms}}).round(4))
+                 "ms per face incl. MediaPipe": extract_ms + gaussian_ms}}).round(4)
+        .style.format(precision=4).set_caption(f"The two grids at k = {P.k}: what they hold (Training faces) and what they cost"))
+
+# %% mystnb={"figure": {"caption": "One Training face as an occupancy grid and as a Gaussian-splatted grid: maximum projections along each axis.", "name": "fig-voxels-projections"}}
 example = int(np.flatnonzero(data.y[TRAIN] == classes.index("happy"))[0]) if "happy" in classes else 0
 plots.voxel_projections({"occupancy": occupancy.x[TRAIN][example], "gaussian": gaussian.x[TRAIN][example]},
                         title=f"One Training face ({classes[data.y[TRAIN][example]]}) at k = {P.k}, maximum projections");
@@ -123,8 +129,16 @@ runs = experiment.run_models(
     cache_prefix=f"rq22-k{P.k}", class_names=classes,
     record=fields, ensemble=P.ensemble)  # ensemble: the models' probabilities averaged, no training
 
+# %% mystnb={"figure": {"caption": "Learning curves of the voxel models: loss and accuracy per epoch.", "name": "fig-voxels-curves"}}
+experiment.show_learning_curves(runs)
+
 # %%
-table = experiment.show_results(runs)
+table = experiment.show_results_tables(runs, "FER2013 PrivateTest, 7 classes, voxel models")
+
+# %% mystnb={"figure": {"caption": "Confusion matrices of the voxel models on FER2013 PrivateTest.", "name": "fig-voxels-confusion"}}
+experiment.show_confusion_matrices(runs)
+
+# %%
 seeds = anchors.SEED_RESULTS["3DFER"]
 display(Markdown(
     f"Anchor, **the study's number, not measured here**: voxel 3D-CNN {seeds['voxel 3D-CNN'][0]:.0%}. Measured here "
@@ -139,7 +153,7 @@ display(Markdown(
 # the model fixed, the grid is what matters: `voxel_cnn` gains about 6 points (48.6 % → 54.7 %,
 # non-overlapping confidence intervals) from Gaussian splatting over occupancy, and macro F1 rises
 # with it (0.42 → 0.50). On occupancy grids `voxel_cnn` overfits within a few epochs (training
-# accuracy far above PublicTest in the learning curves); the augmented model — mirrored grids and
+# accuracy far above PublicTest in the learning curves, {numref}`fig-voxels-curves`); the augmented model — mirrored grids and
 # small shifts, the same regularisation the 2D and landmark models get — is the attempt against
 # that, and on this run it did not pay: it was trained while two other chapters ran on the same two
 # cores, got 6 epochs in its 8-minute budget and reached 52.0 %, still rising (augmentation slows

@@ -15,7 +15,7 @@
 # # 6. RQ2.3: emotions from the face mesh
 #
 # *Do networks that read the landmarks as a mesh — points joined into a triangulated skin surface —
-# recognise emotions better than 2D pixels?* — the 3DFER study's RQ2.3, on FER2013's seven classes
+# recognise emotions better than 2D pixels?* — the 3DFER study's {cite:p}`seed_3dfer` RQ2.3, on FER2013's seven classes
 # with the standard protocol (train on **Training**, select on **PublicTest**, report on
 # **PrivateTest**).
 #
@@ -27,7 +27,7 @@
 # | model | as in the study | here |
 # |---|---|---|
 # | distance CNN | edge lengths as a vector, 3 conv + 3 dense layers; 57 % | same (`mesh.study_distance_cnn`) on the 1,322 tesselation edges, each face's lengths divided by their mean; and the same network measuring the edges itself from augmented landmarks (mirrored faces, small rotations, scale and point jitter: `from_landmarks=True`) |
-# | — | could not be run | `mesh.gcn`: graph convolutions (Kipf & Welling) over the 478-vertex mesh, node features xyz, xyz + vertex normals, xyz + Laplacian coordinates |
+# | — | could not be run | `mesh.gcn`: graph convolutions (Kipf & Welling {cite:p}`kipf2017`) over the 478-vertex mesh, node features xyz, xyz + vertex normals, xyz + Laplacian coordinates |
 
 # %% tags=["parameters"]
 profile = "sample"  # smoke | sample | full: reads params/<profile>.yml
@@ -49,16 +49,18 @@ P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
 print(P)
 faces, features = face_mesh.for_chapter(P)
 classes = faces.class_names
-display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"}))
+display(features.coverage_table(faces).style.format({"coverage": "{:.2%}"})
+        .set_caption("Faces MediaPipe found, per split (chapter 4's extraction)"))
 
 # %% [markdown]
 # ## The mesh
 #
 # MediaPipe's tesselation, checked by the tests on MediaPipe's own connection lists: 852 triangles
 # over the 468 surface landmarks, 1,322 unique edges; the 10 iris landmarks belong to no triangle (the
-# GCN's graph joins each iris centre to its ring so no vertex is isolated). Drawn on a few faces:
+# GCN's graph joins each iris centre to its ring so no vertex is isolated). Drawn on a few faces
+# ({numref}`fig-mesh-overlay`):
 
-# %%
+# %% mystnb={"figure": {"caption": "MediaPipe's face mesh (its tesselation's edges) drawn on one face of each of the first four classes, titled with class and id.", "name": "fig-mesh-overlay"}}
 surface = mesh.edges()
 print(f"{len(surface)} edges, {len(mesh.triangles())} triangles over {mesh.N_SURFACE} vertices "
       f"(+ {mesh.N_VERTICES - mesh.N_SURFACE} iris landmarks); GCN graph: {len(mesh.edges(include_iris=True))} edges")
@@ -96,7 +98,8 @@ for name, make in {"edges": lambda x: mesh.edge_lengths(x, normalise=True),
 extract_ms = float(features.ms.mean())
 display(pd.DataFrame({"shape per face": {k: str(v.x[TEST].shape[1:]) for k, v in inputs.items()},
                       "ms per face (input only)": input_ms,
-                      "ms per face incl. MediaPipe": {k: extract_ms + v for k, v in input_ms.items()}}).round(3))
+                      "ms per face incl. MediaPipe": {k: extract_ms + v for k, v in input_ms.items()}}).round(3)
+        .style.format(precision=3).set_caption("The four mesh inputs: shape per face and cost"))
 
 # %% [markdown]
 # ## The models
@@ -119,8 +122,16 @@ runs = experiment.run_models(
     P.models, build=build, inputs=inputs, base=base, cache_prefix="rq23", class_names=classes,
     record=fields, ensemble=P.ensemble)  # ensemble: the models' probabilities averaged, no training
 
+# %% mystnb={"figure": {"caption": "Learning curves of the mesh models: loss and accuracy per epoch.", "name": "fig-mesh-curves"}}
+experiment.show_learning_curves(runs)
+
 # %%
-table = experiment.show_results(runs)
+table = experiment.show_results_tables(runs, "FER2013 PrivateTest, 7 classes, mesh models")
+
+# %% mystnb={"figure": {"caption": "Confusion matrices of the mesh models on FER2013 PrivateTest.", "name": "fig-mesh-confusion"}}
+experiment.show_confusion_matrices(runs)
+
+# %%
 seeds = anchors.SEED_RESULTS["3DFER"]
 display(Markdown(
     f"Anchor, **the study's number, not measured here**: mesh-distance CNN {seeds['mesh-distance CNN'][0]:.0%}. "
@@ -131,8 +142,8 @@ display(Markdown(
 # **Reading the results.** The study's distance CNN reproduces and beats its published number on
 # the `full` run (58.8 % against the study's 57 %, macro F1 0.54) in under 5 minutes — and it
 # overfits fast: its best PublicTest loss came at epoch 3, after which training accuracy kept
-# climbing while PublicTest fell (learning curves), a 5.5 M-parameter network on 1,322 numbers per
-# face. Measuring the edges inside the model from augmented landmarks (`distance_cnn_augmented`)
+# climbing while PublicTest fell (learning curves, {numref}`fig-mesh-curves`), a 5.5 M-parameter
+# network on 1,322 numbers per face. Measuring the edges inside the model from augmented landmarks (`distance_cnn_augmented`)
 # attacks exactly that, but on this run it was trained while two other chapters shared the two
 # cores: 6 epochs in its budget, 57.4 % and still improving, so whether augmentation lifts the
 # distance model is not settled here. The graph convolution networks are this

@@ -15,10 +15,10 @@
 # # 7. Blendshapes: the LSTM study's social-robot pipeline, reproduced and beaten
 #
 # *How well can a network tell happy, sad and "something else" from the 52 ARKit blendshape scores
-# MediaPipe gives a face — and does an LSTM really flicker less than a Dense network on a live
-# stream?* The LSTM study built this for a social robot: FER2013 relabelled to **happy / sad /
+# MediaPipe gives a face {cite:p}`arkit_blendshapes` — and does an LSTM really flicker less than a Dense network on a live
+# stream?* The LSTM study {cite:p}`seed_lstm_blendshapes` built this for a social robot: FER2013 relabelled to **happy / sad /
 # unknown**, MediaPipe's blendshapes as input, a relevance rule to keep the informative ones, an LSTM
-# tuned by keras-tuner's random search and trained with AdamW. It reports **72.0 % accuracy and
+# tuned by keras-tuner's {cite:p}`omalley2019` random search and trained with AdamW. It reports **72.0 % accuracy and
 # F1 0.63** on the faces MediaPipe could read, and chose the LSTM over a Dense network because its
 # output flickered less on the robot's camera — a claim it did not measure. This chapter
 # reproduces the pipeline on FER2013's standard protocol (train on **Training**, select on
@@ -84,7 +84,7 @@ study_copies = copies.subset(kept_copies).relabel("happy_sad_unknown")
 study = concatenate([study_originals, study_copies], name="fer2013-lstm-study")
 study_features = FaceMeshFeatures.concatenate([features.for_dataset(study_originals), copy_features.for_dataset(study_copies)])
 classes = study.class_names
-display(study.counts())
+display(study.counts().style.set_caption("The study's protocol: images per class and split (Training with its augmented copies)"))
 print("of which augmented copies (Training):", dict(zip(classes, np.bincount(study_copies.labels, minlength=len(classes)).tolist())))
 print(f"training images (originals + copies): {int((study.split == TRAIN).sum())}; "
       f"the study had more than {anchors.SEED_RESULTS['LSTM on blendshapes']['training images after augmentation'][0]:,.0f}")
@@ -100,8 +100,10 @@ print(f"training images (originals + copies): {int((study.split == TRAIN).sum())
 # %%
 unread = blendshapes.unread_table(study, study_features)
 unread["the study's Table 3 (not measured here)"] = pd.Series(anchors.LSTM_STUDY_UNREAD_PER_CLASS)
-display(unread)
-display(blendshapes.split_arrays(study_features, study).table().style.format({"coverage": "{:.2%}"}))
+display(unread.style.format(precision=0, na_rep="–")
+        .set_caption("Images MediaPipe could not read, per original emotion and part of the data, beside the study's Table 3"))
+display(blendshapes.split_arrays(study_features, study).table().style.format({"coverage": "{:.2%}"})
+        .set_caption("Blendshape model inputs: images read per split and coverage"))
 
 # %% [markdown]
 # The cascade of chapter 4 (ten ways of showing a 48-pixel face to MediaPipe, half of them
@@ -117,15 +119,18 @@ display(blendshapes.split_arrays(study_features, study).table().style.format({"c
 #
 # The study kept a blendshape when it scored above 0.4 in more than 100 training images, on the
 # grounds that a score that never rises carries no expression. The same rule on this extraction's
-# training faces (originals and copies):
+# training faces (originals and copies), in {numref}`fig-blendshapes-scores` and the table below it:
 
-# %%
+# %% mystnb={"figure": {"caption": "The 52 blendshape scores of a sample of training faces (one dot per face), ordered by how many faces score above the threshold (dashed); blue: kept by the study's rule, grey: dropped.", "name": "fig-blendshapes-scores"}}
 R = P.relevance
 train_scores = study_features.blendshapes[(study.split == TRAIN) & study_features.detected]
 relevance = blendshapes.relevance(train_scores, study_features.blendshape_names, R["threshold"], R["min_images"])
 columns = blendshapes.kept_columns(relevance)
 plots.blendshape_scores(train_scores, relevance, R["threshold"], seed=P.seed);
-display(relevance.sort_values(relevance.columns[1], ascending=False).set_index("blendshape").round(3).T)
+
+# %%
+display(relevance.sort_values(relevance.columns[1], ascending=False).set_index("blendshape").round(3).T
+        .style.format(precision=3).set_caption("The relevance rule per blendshape (training faces)"))
 print(f"kept {len(columns)} of 52 blendshapes (the study kept "
       f"{anchors.SEED_RESULTS['LSTM on blendshapes']['blendshapes kept'][0]:.0f}):",
       ", ".join(relevance.blendshape[columns]))
@@ -170,7 +175,8 @@ trials, tuned_config, tuned_options = tuning.random_search(
 search_seconds = time.perf_counter() - search_started
 trials.to_csv(results_dir(profile) / f"{CHAPTER}__search.csv", index=False)
 display(trials.style.format({"learning_rate": "{:.2e}", "l2": "{:.1e}", "weight_decay": "{:.1e}",
-                             "val_accuracy": "{:.4f}", "val_loss": "{:.4f}"}))
+                             "val_accuracy": "{:.4f}", "val_loss": "{:.4f}"})
+        .set_caption("The random search: one row per trial"))
 tuned_config = tuned_config.with_(epochs=base.epochs)
 print(f"search: {len(trials)} trials, {search_seconds:.0f} s in this run (read from cache/tuning after the first run)")
 print("best trial:", tuned_options, {k: getattr(tuned_config, k) for k in ("learning_rate", "weight_decay")})
@@ -218,7 +224,17 @@ runs = experiment.run_models(specs, build=build, inputs={"kept blendshapes": kep
                              cache_prefix=CHAPTER, record=fields, class_names=classes)
 runs["random_forest"] = experiment.train_classical(new_forest(), kept, class_names=classes,
                                                    record={**fields, "model": "random_forest", "input": "kept blendshapes"})
-table = experiment.show_results(runs)
+
+# %% mystnb={"figure": {"caption": "Learning curves of the three-class networks: loss and accuracy per epoch (the random forest has none).", "name": "fig-blendshapes-curves"}}
+experiment.show_learning_curves(runs)
+
+# %%
+table = experiment.show_results_tables(runs, "FER2013 PrivateTest, happy / sad / unknown, the study's protocol")
+
+# %% mystnb={"figure": {"caption": "Confusion matrices of the three-class models on FER2013 PrivateTest (the faces MediaPipe read).", "name": "fig-blendshapes-confusion"}}
+experiment.show_confusion_matrices(runs)
+
+# %%
 seed_numbers = anchors.SEED_RESULTS["LSTM on blendshapes"]
 display(Markdown(
     f"Anchors, **the study's numbers, not measured here**: LSTM accuracy {seed_numbers['LSTM'][0]:.1%}, F1 "
@@ -229,14 +245,14 @@ display(Markdown(
 # extraction, relevance rule, random search, AdamW with amsgrad and clipping), reaches **72.6 %**
 # (95 % CI 71.1–74.0) with macro F1 **0.675** on the PrivateTest faces MediaPipe read, against the
 # study's 72.0 % and 0.63, and 72.1 % on all PrivateTest images with the misses counted wrong. It
-# converged: early stopping ended it after 362 epochs, not the study's 5,000. The Dense ablation is
+# converged: early stopping ended it after 362 epochs, not the study's 5,000 ({numref}`fig-blendshapes-curves`). The Dense ablation is
 # within its confidence interval (72.0 %, F1 0.671), and so is this book's wider `blendshape_mlp`
 # (71.6 %, F1 0.676). A random forest is the best single model (73.9 %, F1 0.696) at a tenth of the
 # training time. All three networks stop at the same PublicTest loss (0.649–0.650) whatever their
 # size — the sign of a ceiling in the input, not in the model. *Happy* is easy (F1 about 0.80: the
 # smile blendshapes carry it), *sad* is the hard class (F1 0.44–0.50): on a 48-pixel face its cues —
 # lowered brows, a pressed mouth — are small and shared with *angry*, *fear* and *neutral*, all
-# inside *unknown*.
+# inside *unknown* ({numref}`fig-blendshapes-confusion`).
 
 # %% [markdown]
 # ### Beyond the study's protocol
@@ -262,7 +278,8 @@ runs["random_forest_all_training"] = experiment.train_classical(
 new += [*uncapped_specs, "random_forest_all_training"]
 print("Training images per class, capped:", np.bincount(kept.y[TRAIN]).tolist(), "| all:", np.bincount(uncapped.y[TRAIN]).tolist(),
       "| PrivateTest:", np.bincount(kept.y[TEST]).tolist(), f"({classes})")
-display(pd.DataFrame([{**runs[name].row, "input": runs[name].record.get("input")} for name in new]).set_index("model").round(3))
+display(pd.DataFrame([{**runs[name].row, "input": runs[name].record.get("input")} for name in new]).set_index("model")
+        .style.format(precision=3, na_rep="–").set_caption("Beyond the protocol: the ensemble, and the models trained on all of Training"))
 
 # %% [markdown]
 # **Beyond the protocol** (`full` run). Averaging the four models (73.1 %, F1 0.683) does not beat
@@ -303,7 +320,8 @@ for variant, (changes, data) in variants.items():
                      "epochs": run.fitted.epochs_run, "stopped by": run.fitted.stopped_by, "train s": run.fitted.train_seconds})
 ablation = pd.DataFrame(rows)
 ablation.to_csv(results_dir(profile) / f"{CHAPTER}__ablation.csv", index=False)
-display(ablation.groupby("variant", sort=False).mean(numeric_only=True).drop(columns="seed").round(3))
+display(ablation.groupby("variant", sort=False).mean(numeric_only=True).drop(columns="seed").round(3)
+        .style.format(precision=3).set_caption("Ablations on the tuned LSTM (mean over the seeds)"))
 
 # %% [markdown]
 # **What the ablations show** (`full` run, one seed each, every run ended by early stopping). None of
@@ -321,9 +339,9 @@ display(ablation.groupby("variant", sort=False).mean(numeric_only=True).drop(col
 # ## The worst errors
 #
 # Image ids travel with the features, so the PrivateTest faces the best model (chosen on
-# PublicTest) gets most confidently wrong can be shown as images:
+# PublicTest) gets most confidently wrong can be shown as images ({numref}`fig-blendshapes-worst`):
 
-# %%
+# %% mystnb={"figure": {"caption": "The PrivateTest faces the best three-class model gives the lowest probability for their true class: id, true class, and what it said with what probability.", "name": "fig-blendshapes-worst"}}
 best = max(runs, key=lambda name: runs[name].record["val_accuracy"])
 probabilities = runs[best].test_probabilities
 true_probability = probabilities[np.arange(len(kept.y[TEST])), kept.y[TEST]]
@@ -361,7 +379,17 @@ runs7 = experiment.run_models(specs7, build=lambda m, o, s: build(m, o, s, n_inp
                               record=fields7, class_names=classes7)
 runs7["random_forest_7class"] = experiment.train_classical(new_forest(), seven, class_names=classes7,
                                                            record={**fields7, "model": "random_forest_7class", "input": "52 blendshapes"})
-table7 = experiment.show_results(runs7)
+
+# %% mystnb={"figure": {"caption": "Learning curves of the seven-class networks: loss and accuracy per epoch.", "name": "fig-blendshapes-curves-7"}}
+experiment.show_learning_curves(runs7)
+
+# %%
+table7 = experiment.show_results_tables(runs7, "FER2013 PrivateTest, 7 classes, blendshape models")
+
+# %% mystnb={"figure": {"caption": "Confusion matrices of the seven-class blendshape models on FER2013 PrivateTest.", "name": "fig-blendshapes-confusion-7"}}
+experiment.show_confusion_matrices(runs7)
+
+# %%
 display(Markdown(f"Anchor, **reported elsewhere, not measured here**: random forest on 52 blendshapes "
                  f"{seed_numbers['random forest, 7 classes'][0]:.0%}. Measured here: " + experiment.results_sentence(runs7) + "."))
 
@@ -369,9 +397,10 @@ display(Markdown(f"Anchor, **reported elsewhere, not measured here**: random for
 # **Seven classes** (`full` run). The random forest is again the best model: **59.5 %**
 # (95 % CI 58.0–61.1, macro F1 0.555) against the 51 % reported for a random forest on the 52
 # blendshapes, and above this book's goal of 58 %. It is also the only model that finds a third of
-# the *disgust* faces (recall 0.33; the LSTM 0.07). The LSTM ran into its 8-minute CPU budget still
-# improving slowly (PublicTest loss falling by a few thousandths per hundred epochs at the tuned
-# learning rate of 2e-4) and the MLP ended by early stopping; both stay 3 points below the forest.
+# the *disgust* faces (recall 0.33; the LSTM 0.07; {numref}`fig-blendshapes-confusion-7`). The LSTM
+# ran into its 8-minute CPU budget still improving slowly (PublicTest loss falling by a few
+# thousandths per hundred epochs at the tuned learning rate of 2e-4; {numref}`fig-blendshapes-curves-7`)
+# and the MLP ended by early stopping; both stay 3 points below the forest.
 # Fifty-two numbers per face on seven classes favour trees: the decisions are thresholds on single
 # blendshapes (a smile above 0.5, a jaw open wide), which a forest states directly.
 #
@@ -453,7 +482,7 @@ for name, classifier in classifiers.items():
                       "ms per frame (model only)": ms})
 stability = pd.DataFrame(stability).set_index("model")
 stability.to_csv(results_dir(profile) / f"{CHAPTER}__streams.csv")
-display(stability.round(3))
+display(stability.style.format(precision=3, na_rep="–").set_caption("Stability in a stream: each model frame by frame over the same streams"))
 
 # %% [markdown]
 # **What the streams show** (`full` run: 250 streams of 30 frames from PrivateTest faces, 99.1 % of
@@ -471,8 +500,9 @@ display(stability.round(3))
 # accuracy (64.6 %) and settles fastest after a cut (3.0 frames on average). For a robot, smoothing
 # a per-frame model is the better engineering choice; an LSTM that should use its state needs to be
 # trained on sequences of frames (video clips), which FER2013's still images do not provide.
+# {numref}`fig-blendshapes-stream` follows one stream through a cut.
 
-# %%
+# %% mystnb={"figure": {"caption": "One transition stream frame by frame: each model's class probabilities (rows); the background shades the true class.", "name": "fig-blendshapes-stream"}}
 example = int(streams.index[streams.kind == "transition"][0]) if (streams.kind == "transition").any() else 0
 plots.stream_traces({name: np.nan_to_num(out[example]) for name, out in outputs.items()}, classes, true[example],
                     title=f"Stream {example}: {streams.first[example]} → {streams.second[example]}");
@@ -494,7 +524,7 @@ for image in frames.images[frames.meta["stream"] == example]:
 writer.release()
 video = stream.classify_video(str(video_path), classifiers["study_lstm, with state"])
 classifiers["study_lstm, with state"].close()
-display(video.round(3).T)
+display(video.round(3).T.style.format(precision=3).set_caption("The stateful LSTM over the stream written to a video file: one column per frame"))
 
 # %% [markdown]
 # ## Goals
@@ -520,7 +550,7 @@ for what, names, metric, target in [
                   "all PrivateTest images, misses counted wrong": record["accuracy_all_faces"] if metric == "accuracy" else None,
                   "met": record[metric] >= target})
 goals = pd.DataFrame(goals).set_index("goal")
-display(goals.round(3))
+display(goals.style.format(precision=3, na_rep="–").set_caption("This chapter's goals, each against the model chosen on PublicTest"))
 
 # %% [markdown]
 # **Goals** (`full` run). The study is reproduced and beaten on its own protocol: its LSTM gives

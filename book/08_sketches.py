@@ -15,12 +15,12 @@
 # # 8. Emotion sketches: dlib's 68 landmarks redrawn as a line drawing
 #
 # *Can a network read emotion from a drawing of the face's eyebrows, eyes and mouth, as it would read
-# a handwritten character?* The emotion-sketch (ES) study detects a face with OpenCV's Haar cascade,
-# places dlib's 68 landmarks, normalises them so that every face fills the same frame, and redraws
+# a handwritten character?* The emotion-sketch (ES) study {cite:p}`seed_emotion_sketches` detects a
+# face with OpenCV's Haar cascade, places dlib's 68 landmarks {cite:p}`king2009,kazemi2014`, normalises them so that every face fills the same frame, and redraws
 # the eyebrows, eyes and mouth as thick white lines on a black 250×250 canvas — so that faces of
 # different ages and ethnicities look alike — then classifies the drawing into four classes
-# (**positive, negative, awe, neutral**) with VGG11, ResNet50 and a capsule network pre-trained on
-# MNIST. It reports 86–91 % on 22 query images it picked, and about 3.1 s per sketch. This chapter
+# (**positive, negative, awe, neutral**) with VGG11, ResNet50 and a capsule network
+# {cite:p}`sabour2017` pre-trained on MNIST. It reports 86–91 % on 22 query images it picked, and about 3.1 s per sketch. This chapter
 # rebuilds the pipeline, makes it fast, and evaluates it in ways that say something: subjects never
 # seen in training, confidence intervals, the same folds for the photo the sketch was drawn from,
 # and FER2013's standard split.
@@ -68,8 +68,8 @@ detectors = P.detectors or sketches.DEFAULT_DETECTORS
 # ## The data
 #
 # The study combined photographs from several sources; here the two subject-labelled sets play that
-# part. **JAFFE** has 213 posed photographs of 10 Japanese women (256×256). **CK+48** has the last
-# three frames of CK+'s 327 labelled sequences, 118 subjects, as 48×48 face crops — upscaled
+# part. **JAFFE** {cite:p}`lyons1998` has 213 posed photographs of 10 Japanese women (256×256).
+# **CK+48** {cite:p}`lucey2010` has the last three frames of CK+'s 327 labelled sequences, 118 subjects, as 48×48 face crops — upscaled
 # (bicubic) to JAFFE's 256×256, so the two share one image array and dlib sees faces of a size it
 # was made for. Both are relabelled to the study's four classes:
 # *positive* = happy; *negative* = angry, disgust, sad and CK+'s **contempt** (not among the study's
@@ -98,7 +98,7 @@ counts = pd.DataFrame({name: pd.Series(d.label_names).value_counts() for name, d
                        (("JAFFE", jaffe), ("CK+48", ckplus), ("JAFFE + CK+48", combined))}).reindex(combined.class_names).fillna(0).astype(int)
 counts.loc["images"] = counts.sum()
 counts.loc["subjects"] = [len(np.unique(d.subject)) for d in (jaffe, ckplus, combined)]
-display(counts)
+display(counts.style.set_caption("JAFFE and CK+48 in the study's four classes: images per class, images and subjects"))
 
 # %% [markdown]
 # ## Landmarks: coverage per dataset and source
@@ -148,7 +148,8 @@ for name, (dlib_points, mp_points, _) in (("JAFFE (derivation)", derivation["jaf
                   "mean error / inter-ocular": errors["mean error / inter-ocular"].mean(),
                   "90th percentile / inter-ocular": errors["mean error / inter-ocular"].quantile(0.9)}
 display(pd.DataFrame(rows).T.style.format({"faces": "{:.0f}", "mean error px": "{:.2f}", "mean error / inter-ocular": "{:.3f}",
-                                           "90th percentile / inter-ocular": "{:.3f}"}))
+                                           "90th percentile / inter-ocular": "{:.3f}"})
+        .set_caption("dlib's 68 points against the ones mapped from MediaPipe's mesh, on faces both found"))
 same = int((index_map == sketches.default_index_map()).sum())
 display(Markdown(f"The map derived here agrees with the one packaged in `fer_lib/models/dlib68_from_mediapipe.json` "
                  f"(derived the same way on the full JAFFE and CK+48) on **{same} of 68** points; the sketches use the map "
@@ -176,9 +177,11 @@ marks["jaffe+ckplus48"] = sketches.SketchLandmarks(**{
     for key in sketches.SketchLandmarks.PER_IMAGE}).for_dataset(combined)
 coverage = pd.concat({name: marks[d.name].coverage_table(d).loc[["all"]].rename(index={"all": name})
                       for name, d in (("JAFFE", jaffe), ("CK+48", ckplus), ("FER2013", fer))}).droplevel(0)
-display(coverage.style.format({"coverage": "{:.2%}"}))
-display(marks["fer2013"].coverage_table(fer, by="split").style.format({"coverage": "{:.2%}"}))
-display(marks["fer2013"].coverage_table(fer, by="emotion").style.format({"coverage": "{:.2%}"}))
+display(coverage.style.format({"coverage": "{:.2%}"}).set_caption("Sketch landmarks per dataset and source"))
+display(marks["fer2013"].coverage_table(fer, by="split").style.format({"coverage": "{:.2%}"})
+        .set_caption("FER2013: sketch landmarks per split and source"))
+display(marks["fer2013"].coverage_table(fer, by="emotion").style.format({"coverage": "{:.2%}"})
+        .set_caption("FER2013: sketch landmarks per emotion and source"))
 lost = marks["fer2013"].lost(fer)
 display(Markdown(f"FER2013 faces lost by every source: **{len(lost)}** of {len(fer)}"
                  + (f" (ids: {', '.join(lost.id[:10])}{' …' if len(lost) > 10 else ''})" if len(lost) else "") + "."))
@@ -190,8 +193,9 @@ display(Markdown(f"FER2013 faces lost by every source: **{len(lost)}** of {len(f
 # table with their ids; the accuracy columns below count them wrong. *Sad* faces need the fallback
 # most (25.6 % of them come from MediaPipe, against 10–17 % for the other classes) and lose the most
 # (0.86 %), with *angry* (0.93 %): a lowered head and hands on the face defeat the two box detectors first.
+# {numref}`fig-sketches-mapped` compares the two sets of points on one FER2013 face.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One FER2013 face both sources found: dlib's 68 points, and the 68 mapped from MediaPipe's 478.", "name": "fig-sketches-mapped"}}
 example = int(np.flatnonzero(fer_both)[0]) if fer_both.any() else None
 if example is not None:
     fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
@@ -207,11 +211,12 @@ if example is not None:
 # %% [markdown]
 # ## The sketch
 #
-# The study's Fig. 2–3, on a JAFFE face: the photograph, dlib's landmarks, the normalised points
-# (FL0, FL16, FL27 and FL33 on their targets, red), and the sketch after the shifts. Then one
-# sketch per class and dataset, at 250×250 and at the 48×48 the VGG11 sees.
+# The study's Fig. 2–3, on a JAFFE face ({numref}`fig-sketches-steps`): the photograph, dlib's
+# landmarks, the normalised points (FL0, FL16, FL27 and FL33 on their targets, red), and the sketch
+# after the shifts. Then one sketch per class and dataset, at 250×250 ({numref}`fig-sketches-gallery`)
+# and at the 48×48 the VGG11 sees ({numref}`fig-sketches-gallery-small`).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "From photograph to sketch on a JAFFE face: the photo, dlib's 68 landmarks, the normalised points (the four reference points in red) and the sketch.", "name": "fig-sketches-steps"}}
 face = int(np.flatnonzero(jaffe.label_names == "positive")[0])
 points = marks["jaffe"].points[face]
 normalised = sketches.normalise(points, style)
@@ -233,7 +238,7 @@ for ax in axes:
     ax.set_yticks([])
 fig.tight_layout()
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One sketch per class (columns) and dataset (rows), 250x250 as drawn.", "name": "fig-sketches-gallery"}}
 def sketch_gallery(datasets, size):
     fig, axes = plt.subplots(len(datasets), len(combined.class_names), figsize=(1.6 * len(combined.class_names), 1.75 * len(datasets)),
                              squeeze=False)
@@ -253,7 +258,11 @@ def sketch_gallery(datasets, size):
 
 fer4 = fer.relabel("valence4")
 sketch_gallery([jaffe, ckplus, replace(fer4, name="fer2013")], style.size);
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The same sketches at the size VGG11 sees them (shrunk by area averaging).", "name": "fig-sketches-gallery-small"}}
 sketch_gallery([jaffe, ckplus, replace(fer4, name="fer2013")], P.networks["vgg11"]["options"]["input_size"]);
+
+# %% tags=["hide-input"]
 cut_datasets = {"JAFFE": jaffe, "CK+48": ckplus, "FER2013 (4 classes)": fer4}  # column title -> dataset
 cut_flags = {title: sketches.outside_canvas(marks[d.name].points[marks[d.name].found], style)
              for title, d in cut_datasets.items()}
@@ -261,7 +270,7 @@ cut = pd.DataFrame({title: pd.Series(cut_flags[title], index=d.label_names[marks
                     for title, d in cut_datasets.items()}).reindex(fer4.class_names)
 cut.loc["all"] = [float(flags.mean()) for flags in cut_flags.values()]
 cut.index.name = "share of sketches with a stroke cut by the canvas edge"
-display(cut.style.format("{:.1%}", na_rep="–"))
+display(cut.style.format("{:.1%}", na_rep="–").set_caption("Sketches with a stroke cut by the canvas edge, per class and dataset"))
 
 # %% [markdown]
 # **The study's geometry cuts the mouth.** FL33 (the nose's base) goes to y = 210 and the mouth then
@@ -292,10 +301,12 @@ if latest:
     stages.loc["the study's Table I (not measured here)"] = [np.nan, 1000 * table_i["landmarks (with detection)"],
                                                              1000 * table_i["processing (normalisation)"],
                                                              1000 * table_i["drawing"], np.nan, 1000 * table_i["total"]]
-    display(stages.round(2).rename(columns=lambda c: f"{c} ms"))
+    display(stages.round(2).rename(columns=lambda c: f"{c} ms").style.format(precision=2, na_rep="–")
+            .set_caption("Milliseconds per sketch and stage, one core (benchmark), beside the study's Table I"))
     whole = pd.DataFrame({name: {k: run["whole"][k] for k in ("images", "seconds", "images_per_s", "coverage")}
                           for name, run in latest.items() if "whole" in run}).T
-    display(whole)
+    display(whole.style.format({"images": "{:.0f}", "seconds": "{:.1f}", "images_per_s": "{:.1f}", "coverage": "{:.3%}"})
+            .set_caption("Whole datasets sketched from no cache on both cores (benchmark)"))
 else:
     print("no recorded benchmark yet: run python benchmarks/sketch_speed.py --out benchmarks/sketch_speed.results.jsonl")
 timing = marks["fer2013"]
@@ -376,10 +387,13 @@ for name in P.networks:
     rows.append({"network": name, "input": f"{options['input_size']}×{options['input_size']}",
                  "parameters": fitted.model.count_params(), "digit validation accuracy": best.get("val_accuracy"),
                  "epochs": fitted.epochs_run, "minutes": fitted.train_seconds / 60})
-display(pd.DataFrame(rows).set_index("network").round(3))
+display(pd.DataFrame(rows).set_index("network").style.format(precision=3)
+        .set_caption("Pre-training on scikit-learn's digits: one run per network"))
 if "resnet50" not in P.networks:
     display(Markdown(f"*The `{profile}` profile leaves ResNet50 out: on this book's 2-core CPU its folds alone take "
                      "longer than the whole profile is meant to. The `full` profile trains all three.*"))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The pre-training data: one of scikit-learn's 8x8 digits per class, upscaled to a network's input size.", "name": "fig-sketches-digits"}}
 fig, axes = plt.subplots(1, 10, figsize=(8, 1))
 for digit, ax in enumerate(axes):
     ax.imshow(x_digits[np.flatnonzero(y_digits == digit)[0], ..., 0], cmap="gray")
@@ -388,7 +402,8 @@ fig.suptitle(f"scikit-learn's digits upscaled to {x_digits.shape[1]}×{x_digits.
 
 # %% [markdown]
 # All three learn the digits (validation accuracy 100 % for VGG11, 97.2 % for ResNet50, 99.2 % for
-# CapsNet in the `full` run); pre-training costs 3.5, 13.7 and 12.7 minutes, once. Whether it helps
+# CapsNet in the `full` run; the digits are in {numref}`fig-sketches-digits`); pre-training costs
+# 3.5, 13.7 and 12.7 minutes, once. Whether it helps
 # the sketches is measured below, on the same folds.
 
 # %% [markdown]
@@ -463,7 +478,8 @@ for dataset in (jaffe, ckplus, fer, combined):
 started = time.perf_counter()
 jaffe_kept, jaffe_folds, jaffe_runs = evaluate_protocol(jaffe, "jaffe_loso", P.folds["jaffe"])
 print(f"{len(jaffe_folds)} folds; {time.perf_counter() - started:.0f} s in this run (fold models are cached in cache/models)")
-display(protocol_table(jaffe_runs).round(3))
+display(protocol_table(jaffe_runs).style.format(precision=3, na_rep="–")
+        .set_caption("JAFFE, 4 classes, leave one subject out: every network and the photo CNN"))
 
 # %% [markdown]
 # **JAFFE, one woman held out at a time** (`full` run). The sketch networks reach **64.8–68.5 %**
@@ -483,7 +499,8 @@ display(protocol_table(jaffe_runs).round(3))
 started = time.perf_counter()
 combined_kept, combined_folds, combined_runs = evaluate_protocol(combined, "combined_10fold", P.folds["combined"])
 print(f"{len(combined_folds)} folds; {time.perf_counter() - started:.0f} s in this run")
-display(protocol_table(combined_runs).round(3))
+display(protocol_table(combined_runs).style.format(precision=3, na_rep="–")
+        .set_caption("JAFFE + CK+48, 4 classes, subject-grouped folds: every network and the photo CNN"))
 left_out = [name for name in P.networks if name not in combined_runs]
 if left_out:
     display(Markdown(f"*The `{profile}` profile trains {', '.join(networks_for('combined_10fold'))} on these folds and leaves "
@@ -493,8 +510,9 @@ if left_out:
 per_source = pd.DataFrame({name: {source: float((run.probabilities.argmax(1) == combined_kept.labels)[combined_kept.meta["source"] == source].mean())
                                   for source in ("jaffe", "ckplus48")} for name, run in combined_runs.items()}).T
 per_source.columns = ["accuracy on its JAFFE faces", "accuracy on its CK+48 faces"]
-display(per_source.round(3))
-display(combined_runs[networks_for("combined_10fold")[0]].folds.drop(columns=["from cache"]).round(3))
+display(per_source.style.format(precision=3).set_caption("JAFFE + CK+48 folds: accuracy on each source's faces"))
+display(combined_runs[networks_for("combined_10fold")[0]].folds.drop(columns=["from cache"]).style.format(precision=3)
+        .set_caption(f"JAFFE + CK+48: {networks_for('combined_10fold')[0]} fold by fold"))
 
 # %% [markdown]
 # **JAFFE + CK+48, ten subject-grouped folds** (`full` run). VGG11 on sketches reaches **86.3 %
@@ -510,15 +528,29 @@ display(combined_runs[networks_for("combined_10fold")[0]].folds.drop(columns=["f
 #
 # True and false positives and negatives of each class (one class against the rest), with accuracy,
 # precision, recall and F1, for the best sketch network of each protocol (chosen on the inner
-# validation accuracy, not on the test folds); confusion matrices of every model.
+# validation accuracy, not on the test folds); confusion matrices of every model
+# ({numref}`fig-sketches-confusion-jaffe`, {numref}`fig-sketches-confusion-combined`).
 
 # %% tags=["hide-input"]
-for protocol, runs in (("JAFFE leave-one-subject-out", jaffe_runs), ("JAFFE + CK+48 10-fold", combined_runs)):
+def table_v(protocol, runs):
+    """The one-class-against-the-rest table of ``protocol``'s best sketch network (chosen on inner validation)."""
     sketch_runs = {name: run for name, run in runs.items() if name != "photo_cnn"}
     best = max(sketch_runs, key=lambda name: sketch_runs[name].record["val_accuracy"])
     display(Markdown(f"**{protocol}: {best}**"))
-    display(results.one_vs_rest_table(runs[best].record).round(3))
-    plots.confusion_matrices({f"{protocol}: {name}": run.record for name, run in runs.items()}, ncols=4);
+    display(results.one_vs_rest_table(runs[best].record).round(3).style.format(precision=3, na_rep="–")
+            .set_caption(f"{protocol}, {best}: each class against the rest (the study's Table V)"))
+
+
+table_v("JAFFE leave-one-subject-out", jaffe_runs)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Confusion matrices of every model on JAFFE's leave-one-subject-out folds.", "name": "fig-sketches-confusion-jaffe"}}
+plots.confusion_matrices({f"JAFFE leave-one-subject-out: {name}": run.record for name, run in jaffe_runs.items()}, ncols=4);
+
+# %% tags=["hide-input"]
+table_v("JAFFE + CK+48 10-fold", combined_runs)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Confusion matrices of every model on the JAFFE + CK+48 subject-grouped folds.", "name": "fig-sketches-confusion-combined"}}
+plots.confusion_matrices({f"JAFFE + CK+48 10-fold: {name}": run.record for name, run in combined_runs.items()}, ncols=4);
 
 # %% [markdown]
 # Read per class, as the study's Table V: one-against-rest accuracy looks high for every class
@@ -543,7 +575,8 @@ for protocol, kept, runs in (("jaffe_loso", jaffe_kept, jaffe_runs), ("combined_
 paired_table = pd.DataFrame(paired_rows)
 paired_table.to_csv(results_dir(profile) / f"{CHAPTER}__versus_photo.csv", index=False)
 display(paired_table.rename(columns={"accuracy_a": "sketch", "accuracy_b": "photo", "difference": "sketch − photo"})
-        .set_index(["protocol", "sketch network"]).round(3))
+        .set_index(["protocol", "sketch network"]).round(3).style.format(precision=3)
+        .set_caption("Sketch against photo on the same folds and faces (paired)"))
 
 # %% [markdown]
 # **Sketch or photo?** It depends on how much there is to learn from. On JAFFE alone (nine women to
@@ -587,7 +620,8 @@ for name in networks_for("query"):
                        "subject-independent (10-fold)": combined_runs[name].record["accuracy"] if name in combined_runs else None})
 query_table = pd.DataFrame(query_rows).set_index("network")
 query_table.to_csv(results_dir(profile) / f"{CHAPTER}__query22.csv")
-display(query_table.round(3))
+display(query_table.style.format(precision=3, na_rep="–")
+        .set_caption("The study's protocol: 22 random query images, their subjects in training"))
 
 # %% [markdown]
 # **The study's protocol flatters** (`full` run): on 22 random images with their subjects (and the
@@ -623,7 +657,8 @@ for name in P.scratch_ablation["networks"]:
                          "95% CI": f"[{paired['difference_ci95_low']:+.3f}, {paired['difference_ci95_high']:+.3f}]",
                          "McNemar p": paired["mcnemar_p"], "epochs pre-trained / scratch":
                          f"{runs[name].record['epochs_run']} / {run.record['epochs_run']}"})
-display(pd.DataFrame(scratch_rows).set_index(["protocol", "network"]).round(3))
+display(pd.DataFrame(scratch_rows).set_index(["protocol", "network"]).style.format(precision=3)
+        .set_caption("Digit pre-training against training from scratch, on the same folds (paired)"))
 
 # %% [markdown]
 # **The digit pre-training does not help** (`full` run, JAFFE's ten folds): VGG11 from scratch gets
@@ -664,8 +699,17 @@ for label_set in P.fer2013["label_sets"]:
         record={"chapter": CHAPTER, "representation": "sketch", "dataset": "fer2013", "label_set": label_set,
                 "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms["fer2013"],
                 "pretrained_on": "sklearn digits"}))
-display(inputs[next(iter(inputs))].table().style.format({"coverage": "{:.2%}"}))
-experiment.show_results(fer_runs);
+display(inputs[next(iter(inputs))].table().style.format({"coverage": "{:.2%}"})
+        .set_caption("FER2013 sketch inputs: faces with a sketch per split and coverage"))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Learning curves of the FER2013 sketch models (4 and 7 classes): loss and accuracy per epoch.", "name": "fig-sketches-fer-curves"}}
+experiment.show_learning_curves(fer_runs)
+
+# %% tags=["hide-input"]
+experiment.show_results_tables(fer_runs, "FER2013 PrivateTest, sketch models");
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Confusion matrices of the FER2013 sketch models on PrivateTest.", "name": "fig-sketches-fer-confusion"}}
+experiment.show_confusion_matrices(fer_runs)
 
 # %% tags=["hide-input"]
 def versus_photos(run_name, label_set):
@@ -687,7 +731,8 @@ def versus_photos(run_name, label_set):
 try:
     fer_versus = pd.DataFrame([versus_photos(name, run.record["label_set"]) for name, run in fer_runs.items()])
     fer_versus.to_csv(results_dir(profile) / f"{CHAPTER}__versus_2d.csv", index=False)
-    display(fer_versus.set_index("sketch model").round(3))
+    display(fer_versus.set_index("sketch model").round(3).style.format(precision=3)
+            .set_caption("FER2013 PrivateTest: each sketch model against chapter 3's best 2D model on the same faces (paired)"))
 except FileNotFoundError as missing:
     print(f"no 2D comparison: {missing}")
 
@@ -700,21 +745,21 @@ except FileNotFoundError as missing:
 # Seven-class, the sketch is also below every other representation of this book (landmarks 59.9 %,
 # mesh 58.8 %, blendshapes 59.5 %, voxels 55.2 %, all from the same MediaPipe points): the drawing
 # keeps 42 of dlib's 68 points, as strokes 7 px wide shrunk to 48 px, and nothing of the jaw, nose,
-# cheeks or forehead. It cannot tell *fear* from *surprise* (fear recall 1 %: both are raised brows and
-# an open mouth, and the open mouth is what the canvas cuts) nor *disgust* from *angry* (0 %, 55
-# test faces). Both runs stopped on the 20-minute budget (14 and 12 epochs, best epochs 12 and 11),
-# still gaining about half a point of PublicTest accuracy per epoch: a longer run would close part of
+# cheeks or forehead. It cannot tell *fear* from *surprise* ({numref}`fig-sketches-fer-confusion`;
+# fear recall 1 %: both are raised brows and an open mouth, and the open mouth is what the canvas
+# cuts) nor *disgust* from *angry* (0 %, 55 test faces). Both runs stopped on the 20-minute budget
+# ({numref}`fig-sketches-fer-curves`; 14 and 12 epochs, best epochs 12 and 11), still gaining about half a point of PublicTest accuracy per epoch: a longer run would close part of
 # the gap, not all of it — the training accuracy (62 % and 50 %) is itself below the photo CNN's test
 # accuracy.
 
 # %% [markdown]
 # ## Which strokes does the network use? Grad-CAM on sketches
 #
-# Grad-CAM of the FER2013 4-class VGG11 (its sixth convolution, 6×6 before upsampling) on PrivateTest
-# sketches, and the share of each map's heat that falls on the eyebrow, eye and mouth strokes (the
+# Grad-CAM {cite:p}`selvaraju2017` of the FER2013 4-class VGG11 (its sixth convolution, 6×6 before
+# upsampling) on PrivateTest sketches ({numref}`fig-sketches-gradcam`), and the share of each map's heat that falls on the eyebrow, eye and mouth strokes (the
 # rest lies on the black canvas between them).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Grad-CAM of the FER2013 4-class VGG11 on PrivateTest sketches (one row per class; titles: the prediction, red when wrong).", "name": "fig-sketches-gradcam"}}
 gradcam_name = next(name for name in fer_runs if name.startswith("vgg11") and name.endswith("4class"))
 gradcam_set = fer.relabel("valence4")
 gradcam_marks = marks["fer2013"].for_dataset(gradcam_set)
@@ -728,13 +773,15 @@ shares = (heat[:, None] * masks).sum((2, 3)) / np.maximum(heat.sum((1, 2)), 1e-9
 order = np.random.default_rng(P.seed).permutation(len(y_test))
 plots.heatmap_gallery(x_test[order], heat[order], y_test[order], predicted[order], gradcam_set.class_names,
                       per_class=P.gradcam["per_class"], title=f"Grad-CAM of {gradcam_name}, PrivateTest sketches");
+
+# %% tags=["hide-input"]
 correct = predicted == y_test
 stroke_shares = pd.DataFrame([shares[correct & (y_test == c)].mean(0) for c in range(len(gradcam_set.class_names))],
                              index=gradcam_set.class_names, columns=list(sketches.PARTS))
 stroke_shares["canvas between strokes"] = 1 - stroke_shares.sum(1)
 stroke_shares["area of the strokes"] = [masks[y_test == c].mean((0, 2, 3)).sum() for c in range(len(gradcam_set.class_names))]
 stroke_shares["correct faces"] = [int((correct & (y_test == c)).sum()) for c in range(len(gradcam_set.class_names))]
-display(stroke_shares.round(3))
+display(stroke_shares.style.format(precision=3).set_caption("Share of the Grad-CAM heat on each stroke, per class (correctly classified faces)"))
 
 # %% [markdown]
 # At 6×6 (the sixth convolution of a 48-px input), a Grad-CAM cell is 8 px wide, wider than a shrunk
@@ -764,7 +811,7 @@ goals = pd.DataFrame([
     {"goal": "all of FER2013 sketched in < 5 min on 2 cores (benchmark)", "measured": f"{whole_seconds} s" if whole_seconds else "not recorded",
      "met": bool(whole_seconds is not None and whole_seconds < 300)},
 ]).set_index("goal")
-display(goals)
+display(goals.style.set_caption("This chapter's goals"))
 
 # %% [markdown]
 # **What this chapter found** (`full` run).

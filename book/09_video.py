@@ -15,10 +15,11 @@
 # # 9. Video: the 3D-CNN study on CK+ clips
 #
 # *Does the time axis help, and how much of a tuned network's score is the tuning's choice?* The
-# 3D-CNN video study (Haddad, Lézoray & Hamel, ISVC 2020) classifies short clips of a face with a small
-# 3D convolutional network whose ten architecture and training choices it tuned with Optuna's TPE
-# sampler over more than 800 trials. On CK+ it reports **97.56 %** with leave-one-subject-out (LOSO)
-# cross-validation and **100 %** with 10-fold cross-validation (84.17 % on Oulu-CASIA), the
+# 3D-CNN video study of Haddad, Lézoray and Hamel {cite:p}`haddad2020` classifies short clips of a face with a small
+# 3D convolutional network whose ten architecture and training choices it tuned with Optuna's
+# {cite:p}`akiba2019` TPE sampler over more than 800 trials. On CK+ {cite:p}`lucey2010` it reports
+# **97.56 %** with leave-one-subject-out (LOSO) cross-validation and **100 %** with 10-fold
+# cross-validation (84.17 % on Oulu-CASIA {cite:p}`zhao2011`), the
 # configuration chosen by its LOSO accuracy — the number it then reports. This chapter rebuilds the
 # pipeline on the data this book has, runs the search so that several workers can share it, and
 # reports the chosen network two ways: chosen as the study chose, and chosen without ever looking at
@@ -69,7 +70,7 @@ RECORD = {"chapter": CHAPTER, "representation": "video_clip", "dataset": "ckplus
 # would hold the same three frames and seven copies of the last one. "Temporal" therefore means the
 # last moments of the peak, not the onset-to-apex motion a full sequence shows: whatever the time axis
 # adds here, it adds with far less motion than the study's clips had. The table counts the clips per
-# class and the subjects; the strip shows each class's first clip.
+# class and the subjects; {numref}`fig-video-clips` shows each class's first clip.
 
 # %% tags=["hide-input"]
 summary = pd.DataFrame({"clips": clips.counts(),
@@ -79,6 +80,8 @@ summary.loc["all"] = [len(clips), len(np.unique(clips.subject))]
 display(summary.style.set_caption(f"CK+48 clips ({clips.frames.shape[1]} frames of {clips.frames.shape[2]}×"
                                   f"{clips.frames.shape[3]} px; real frames per clip: "
                                   f"{', '.join(f'{n} in {c} clips' for n, c in zip(*np.unique(clips.n_real, return_counts=True)))})"))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The first clip of each class, its frames in order (one row per class).", "name": "fig-video-clips"}}
 first = [int(np.flatnonzero(clips.labels == i)[0]) for i in range(len(clips.class_names)) if (clips.labels == i).any()]
 t = clips.frames.shape[1]
 figure, axes = plt.subplots(len(first), t, figsize=(1.3 * t, 1.3 * len(first)), squeeze=False)
@@ -99,7 +102,7 @@ plt.show()
 # [0.22, 2.2] (chapter 3's contrast layer), in the counts below, to reach a quasi-balanced set. Every
 # frame of a clip gets the same transform, so the motion between frames is untouched. The copies are
 # made for each training fold from that fold's training subjects only: a test clip never has a copy in
-# training.
+# training. {numref}`fig-video-copies` shows the copies of one clip.
 
 # %% tags=["hide-input"]
 table = experiment_.augmentation or video.STUDY_AUGMENTATION
@@ -111,6 +114,8 @@ display(pd.DataFrame({"flips": {c: table.get(c, (0, 0, 0))[0] for c in clips.cla
                       "clips": before,
                       "after augmentation": pd.Series(np.bincount(augmented_labels, minlength=len(before)), index=before.index)})
         .style.set_caption("Copies per original clip, and the whole set before and after (every subject)"))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The study's augmentation on one clip: the original and its copies (last frame shown).", "name": "fig-video-copies"}}
 example = int(np.flatnonzero(clips.labels == clips.class_names.index("contempt"))[0]) if "contempt" in clips.class_names and (clips.labels == 1).any() else 0
 copies, _ = video.augment_clips(clips.frames[example:example + 1], clips.labels[example:example + 1], clips.class_names,
                                 seed=P.seed, table=table)
@@ -174,7 +179,7 @@ display(Markdown(f"With the default choices the network has **{network.count_par
 #     python -m fer_lib.video search --profile full --trials 40 [--storage postgresql://…]
 #
 # Every worker runs trials until the study holds the requested number; the chapter's own call below is
-# one more worker, and then reads every trial, whoever ran it.
+# one more worker, and then reads every trial, whoever ran it ({numref}`fig-video-search`).
 
 # %% tags=["hide-input"]
 storage = video.storage_location(P.search["storage"], profile)
@@ -191,7 +196,7 @@ display(Markdown(
     f"pruned), {finished.seconds.sum() / 60:.1f} min of training in all (median {finished.seconds.median():.0f} s per trial; "
     f"this execution ran the search for {search_seconds / 60:.1f} min — trials already in the storage are not rerun)."))
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The search: each trial's cross-validated accuracy in order, with the best so far and the pruned trials' running scores (left); the share of the score's variance each choice explains (fANOVA, right).", "name": "fig-video-search"}}
 import optuna
 
 complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
@@ -398,9 +403,10 @@ if P.protocols.get("clip_folds"):
 #
 # The study's headline protocol: one fold per subject, each model trained on every other subject. With
 # 118 subjects it is 118 trainings of the chosen network — the longest step of the chapter, run last and
-# resumable fold by fold.
+# resumable fold by fold. {numref}`fig-video-loso` shows how the subjects' accuracies spread,
+# {numref}`fig-video-confusion` where the two protocols' errors fall.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Leave one subject out: accuracy on each subject's clips.", "name": "fig-video-loso"}}
 loso_folds = experiment.subject_folds(clips.subject, clips.labels, "loso")
 if P.protocols.get("loso_subjects"):  # the smoke profile tests a few subjects, each still trained on all others
     loso_folds = loso_folds[:P.protocols["loso_subjects"]]
@@ -412,9 +418,13 @@ histogram.set(xlabel="accuracy on the subject's clips", ylabel="subjects",
               title=f"LOSO: {len(per_fold)} folds, mean {per_fold.accuracy.mean():.3f} ± {per_fold.accuracy.std(ddof=0):.3f}")
 plt.close(figure)
 display(figure)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Confusion matrices of the study's choice: leave one subject out, and subject-grouped k-fold cross-validation.", "name": "fig-video-confusion"}}
 figure = plots.confusion_matrices({"study's choice, LOSO": loso.record, f"study's choice, {kfold}-fold": tuned.record}, ncols=2)
 plt.close(figure)
 display(figure)
+
+# %% tags=["hide-input"]
 worst = per_fold.sort_values("accuracy").head(8)
 display(worst[["test subjects", "test images", "accuracy", "epochs", "train s"]].style.format(
     {"accuracy": "{:.3f}", "train s": "{:.0f}"}).set_caption("The subjects LOSO gets most wrong"))

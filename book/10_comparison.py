@@ -23,7 +23,7 @@
 #
 # | question | as in the studies | here |
 # |---|---|---|
-# | which representation wins | 3DFER: 2D 62 %, landmarks 51–55 %, voxels 43 %, mesh 57 %, each on its own run; LSTM study: blendshapes on 3 classes | every representation's best model on the same PrivateTest faces, accuracy and macro F1 with bootstrap 95 % CIs, paired McNemar tests between every pair |
+# | which representation wins | 3DFER {cite:p}`seed_3dfer`: 2D 62 %, landmarks 51–55 %, voxels 43 %, mesh 57 %, each on its own run; LSTM study {cite:p}`seed_lstm_blendshapes`: blendshapes on 3 classes | every representation's best model on the same PrivateTest faces, accuracy and macro F1 with bootstrap 95 % CIs, paired McNemar tests between every pair |
 # | what a representation costs | not reported together | extraction + inference ms per image, training minutes, parameters, and the faces each one loses (coverage; accuracy with misses counted wrong) |
 # | do they fail on the same faces | — | pairwise correlation of their errors, and the faces every one gets wrong |
 # | does combining them help | — | late fusion of their class probabilities, weights chosen on PublicTest only, tested against the best single representation on PrivateTest |
@@ -78,10 +78,10 @@ if missing:
 #
 # Each point is a representation's best model: its PrivateTest accuracy (misses counted wrong, so a
 # representation cannot look better by skipping hard faces) against the milliseconds one face costs
-# on this machine's CPU, on a log scale. The line joins the Pareto front: the models no other beats on
-# both accuracy and cost.
+# on this machine's CPU, on a log scale ({numref}`fig-comparison-cost`). The line joins the Pareto
+# front: the models no other beats on both accuracy and cost.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Accuracy against cost: each representation's best model, PrivateTest accuracy with misses counted wrong against milliseconds per face (log scale); red: the Pareto front.", "name": "fig-comparison-cost"}}
 cost = table["ms per image"].clip(lower=1e-3)
 accuracy = table["accuracy, misses wrong"]
 front = comparison.pareto_front(accuracy, cost)
@@ -102,9 +102,10 @@ plt.show()
 # %% [markdown]
 # ## Which emotions each representation reads
 #
-# Per-class F1 of each best model (the 3DFER study's per-representation figures in one view).
+# Per-class F1 of each best model (the 3DFER study's per-representation figures in one view,
+# {numref}`fig-comparison-per-class`).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "F1 per class (columns) of each representation's best model (rows) on PrivateTest.", "name": "fig-comparison-per-class"}}
 per_class = pd.DataFrame({names[rep]: {c: v["f1"] for c, v in r["per_class"].items()} for rep, r in best.items()}).T
 figure, axis = plt.subplots(figsize=(8, 0.6 * len(per_class) + 1.5))
 sns.heatmap(per_class, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=1, ax=axis, cbar_kws={"label": "F1"})
@@ -116,10 +117,11 @@ plt.show()
 # ## Paired differences
 #
 # Every pair of representations on the faces both classify: the accuracy difference (row − column) and
-# the exact McNemar test on the faces exactly one of the two gets right. A difference is only read as
-# one where p is small; the matrix of shared images says how many faces each test rests on.
+# the exact McNemar test {cite:p}`mcnemar1947` on the faces exactly one of the two gets right
+# ({numref}`fig-comparison-pairs`). A difference is only read as one where p is small; the matrix of
+# shared images says how many faces each test rests on.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every pair of representations on the faces both classify: accuracy difference, row minus column, in points (left), and McNemar's p (right).", "name": "fig-comparison-pairs"}}
 test = comparison.aligned_predictions(profile, best)
 pairs = comparison.pairwise_tests(test, n_boot=P.n_boot, seed=P.seed)
 labelled = {key: frame.rename(index=names, columns=names) for key, frame in pairs.items()}
@@ -132,6 +134,8 @@ sns.heatmap(labelled["McNemar p"].astype(float), annot=True, fmt=".2g", cmap="Yl
 right.set(title="McNemar p (shared faces)", xlabel="", ylabel="")
 plt.tight_layout()
 plt.show()
+
+# %% tags=["hide-input"]
 display(labelled["shared images"].style.format("{:.0f}", na_rep="–").set_caption("Faces both representations classify"))
 
 # %% [markdown]
@@ -139,19 +143,24 @@ display(labelled["shared images"].style.format("{:.0f}", na_rep="–").set_capti
 #
 # The correlation of two representations' errors (1 where wrong, 0 where right) over the faces both
 # classify: near 1, they fail on the same faces and combining them can gain little; near 0, their
-# failures are unrelated and each can correct the other. Then the faces every representation gets wrong.
+# failures are unrelated and each can correct the other ({numref}`fig-comparison-errors`). Then the
+# faces every representation gets wrong.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Correlation of the representations' errors on the faces both classify.", "name": "fig-comparison-errors"}}
 correlation = comparison.error_correlation(test).rename(index=names, columns=names)
 figure, axis = plt.subplots(figsize=(6.5, 0.6 * len(best) + 1.8))
 sns.heatmap(correlation, annot=True, fmt=".2f", cmap="mako", vmin=0, vmax=1, ax=axis)
 axis.set(title="Correlation of errors (faces both classify)", xlabel="", ylabel="")
 plt.tight_layout()
 plt.show()
+
+# %% tags=["hide-input"]
 wrong_everywhere = comparison.always_wrong(test)
 classified_by_all = comparison.errors(test).dropna()
 display(Markdown(f"**{len(wrong_everywhere)}** of the {len(classified_by_all)} PrivateTest faces that every representation "
                  f"classifies are wrong in every one ({len(wrong_everywhere) / max(1, len(classified_by_all)):.1%})."))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Faces every representation gets wrong, a few of each emotion: the label, then what the representations said.", "name": "fig-comparison-always-wrong"}}
 if len(wrong_everywhere):
     faces = fer_lib.load_fer2013(resolve_data_dir(P.data_dir))
     position = pd.Series(np.arange(len(faces)), index=pd.Index(faces.ids.astype(str)))

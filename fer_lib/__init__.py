@@ -8,6 +8,8 @@ Chapters hold narrative, parameters, calls and figures; the logic they call live
 - :mod:`fer_lib.results` - the one metric function and the results-record schema
 - :mod:`fer_lib.quality` - duplicate and blank images
 - :mod:`fer_lib.runner` - papermill execution and Jupyter Book rendering
+- :mod:`fer_lib.progress` - progress bars on the runner's terminal; what a chapter computed or read from caches
+- :mod:`fer_lib.tracking` - optional MLflow logging of every results record (``$FER_MLFLOW_URI``)
 - :mod:`fer_lib.preprocess` / :mod:`fer_lib.layers` - face detection, alignment, CLAHE; Keras augmentation
 - :mod:`fer_lib.pixels` - the 2D representation and its models (study CNN, ResNet50, VGG16)
 - :mod:`fer_lib.training` - the one training loop (early stopping, checkpoints, resume, budget, cache)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import results, training
+from . import progress, results, training
 from .data import TEST, TRAIN, VAL
 
 
@@ -310,26 +310,49 @@ def results_sentence(runs: dict[str, Trained]) -> str:
     return ", ".join(parts)
 
 
-def show_results(runs: dict[str, Trained]) -> pd.DataFrame:
-    """A chapter's model results, in order: learning curves, the results table, per-class precision /
-    recall / F1 and the confusion matrices. Returns the table."""
+def _show_figure(figure) -> None:
     import matplotlib.pyplot as plt
     from IPython.display import display
 
+    display(figure)
+    plt.close(figure)  # shown once, here, in order (not again at the end of the cell)
+
+
+# A chapter calls the three parts of show_results from three cells when it captions the figures: a cell's
+# figure caption (its `mystnb` metadata) numbers the figure only when the figure is the cell's one output.
+def show_learning_curves(runs: dict[str, Trained]) -> None:
+    """Training and PublicTest loss and accuracy per epoch of every trained model (one figure)."""
     from . import plots
 
-    def show(figure):
-        display(figure)
-        plt.close(figure)  # shown once, here, in order (not again at the end of the cell)
+    _show_figure(plots.learning_curves({name: run.fitted.history for name, run in runs.items() if run.fitted},
+                                       title="Training (dashed) and PublicTest (solid) per epoch"))
 
-    show(plots.learning_curves({name: run.fitted.history for name, run in runs.items() if run.fitted},
-                               title="Training (dashed) and PublicTest (solid) per epoch"))
+
+def show_results_tables(runs: dict[str, Trained], title: str = "PrivateTest") -> pd.DataFrame:
+    """The results table and per-class precision / recall / F1, titled ``title``; returns the results table."""
+    from IPython.display import display
+
     table = pd.DataFrame([{**run.row, "input": run.record.get("input")} for run in runs.values()]).set_index("model")
-    display(table.round(3))
+    display(table.style.format(precision=3, na_rep="–").set_caption(f"{title}: every model of this chapter"))
     per_class = pd.concat({name: pd.DataFrame(run.record["per_class"]).T[["precision", "recall", "f1"]]
                            for name, run in runs.items()}, axis=1)
-    display(per_class.round(3))
-    show(plots.confusion_matrices({name: run.record for name, run in runs.items()}))
+    display(per_class.style.format(precision=3, na_rep="–").set_caption(f"{title}: precision, recall and F1 per class"))
+    return table
+
+
+def show_confusion_matrices(runs: dict[str, Trained]) -> None:
+    """The confusion matrix of every model (one figure)."""
+    from . import plots
+
+    _show_figure(plots.confusion_matrices({name: run.record for name, run in runs.items()}))
+
+
+def show_results(runs: dict[str, Trained], title: str = "PrivateTest") -> pd.DataFrame:
+    """A chapter's model results, in order: learning curves, the results table, per-class precision /
+    recall / F1 and the confusion matrices. Returns the table."""
+    show_learning_curves(runs)
+    table = show_results_tables(runs, title)
+    show_confusion_matrices(runs)
     return table
 
 
@@ -345,7 +368,8 @@ def answer_rq(profile: str, chapter: str, runs: dict[str, Trained], data: SplitA
     best = max(runs, key=lambda name: runs[name].record["val_accuracy"])
     comparison, paired = versus_2d(profile, best, data.ids[TEST], data.y[TEST],
                                    runs[best].test_probabilities.argmax(1), data.n_split[TEST], seed=seed)
-    display(comparison.style.format({"accuracy": "{:.2%}"}))
+    display(comparison.style.format({"accuracy": "{:.2%}"})
+            .set_caption(f"The best {what} model (chosen on PublicTest) against the best 2D model, PrivateTest"))
     display(Markdown(
         f"On the {paired['n']} PrivateTest faces both can see, **{best}** is right on {paired['accuracy_a']:.1%} and "
         f"**{paired['best_2d']}** (2D) on {paired['accuracy_b']:.1%}: a difference of **{paired['difference']:+.1%}** "
@@ -506,6 +530,7 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
                 outcome.write(fold_store, cache_name, number, key, ids[test])
         else:
             fitted, outcome = None, stored
+            progress.note("fit", computed=False)  # read from the fold store: a cached fit without its model
         probabilities[test] = outcome.probabilities
         fits.append(fitted)
         rows.append({"fold": number, "test subjects": ", ".join(np.unique(groups[test])[:3]) +

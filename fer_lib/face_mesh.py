@@ -311,22 +311,27 @@ def extract_dataset(dataset, attempts=DEFAULT_ATTEMPTS, *, min_confidence: float
     ``cache_dir`` defaults to ``<book>/cache/face_mesh``.
     """
     from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+
+    from . import progress as bars
 
     attempts = tuple(Attempt(**a) if isinstance(a, dict) else a for a in attempts)
     folder = _cache_folder(dataset, attempts, min_confidence, cache_dir)
     chunks = [np.arange(start, min(start + chunk_size, len(dataset))) for start in range(0, len(dataset), chunk_size)]
     paths = [folder / f"chunk_{number:04d}.npz" for number in range(len(chunks))]
     todo = [number for number, path in enumerate(paths) if not (cache and path.is_file())]
+    bars.note("extraction", computed=bool(todo))
     if todo:
         folder.mkdir(parents=True, exist_ok=True)
         jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
             delayed(_extract_chunk)(n, dataset.images[chunks[n]], attempts, min_confidence) for n in todo)
-        for number, arrays in tqdm(jobs, total=len(todo), desc=f"MediaPipe on {dataset.name}", disable=not progress):
-            if cache:  # one file per finished chunk: an interruption loses at most the chunks in flight
-                np.savez(paths[number], **arrays)
-            else:
-                paths[number] = arrays
+        with bars.bar(total=sum(len(chunks[n]) for n in todo), desc=f"MediaPipe on {dataset.name}", unit="image",
+                      disable=not progress) as shown:
+            for number, arrays in jobs:
+                if cache:  # one file per finished chunk: an interruption loses at most the chunks in flight
+                    np.savez(paths[number], **arrays)
+                else:
+                    paths[number] = arrays
+                shown.update(len(chunks[number]))
     parts = [dict(np.load(p, allow_pickle=True)) if isinstance(p, Path) else p for p in paths]
     names = next((list(p["blendshape_names"]) for p in parts if len(p["blendshape_names"])), [])
     join = {key: np.concatenate([p[key] for p in parts]) if parts else np.empty(0)

@@ -1,6 +1,7 @@
 """Emotions of the faces in any photo, by the book's packaged models (:mod:`fer_lib.zoo`), offline.
 
     python -m fer_lib.predict PHOTO_OR_FOLDER [--representation pixels_2d,landmarks_3d,…] [--format table|json|csv]
+    python -m fer_lib.predict PHOTO --correct LABEL [--face N] [--who NAME] [--store PATH]   # a correction (fer_lib.feedback)
 
 Each face found in the photo (MediaPipe's face landmarker on the whole image, any size, colour or
 grey; an image of at most 64 px a side is taken as one face crop already, like FER2013's) is cut out as FER2013 shows faces — a square around the face, grey, 48×48 — and then goes through
@@ -181,6 +182,19 @@ def blendshape_inputs(extraction: dict[str, np.ndarray], spec_input: dict[str, A
     return extraction["blendshapes"][found][:, np.asarray(spec_input["columns"])].astype(np.float32), found
 
 
+def model_scores(model, x: np.ndarray, spec_input: dict[str, Any]) -> np.ndarray:
+    """Class probabilities of a zoo model on its prepared inputs: scikit-learn's ``predict_proba``, Keras'
+    ``predict``, or with chapter 3's test-time augmentation (the mean over shifted, mirrored views) when the
+    spec names it."""
+    if hasattr(model, "predict_proba"):
+        return model.predict_proba(x)
+    if spec_input.get("tta"):
+        from .pixels import predict_tta
+
+        return predict_tta(model, x, **spec_input["tta"])[0]
+    return model.predict(x, verbose=0, batch_size=256)
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -237,15 +251,7 @@ class Predictor:
                 x, present = make(extractions[key], spec_input)
             probabilities = np.full((len(faces48), len(self.class_order)), np.nan)
             if present.any():
-                model = self.models[name]
-                if hasattr(model, "predict_proba"):
-                    scores = model.predict_proba(x)
-                elif spec_input.get("tta"):  # chapter 3's test-time augmentation: the mean over shifted, mirrored views
-                    from .pixels import predict_tta
-                    scores = predict_tta(model, x, **spec_input["tta"])[0]
-                else:
-                    scores = model.predict(x, verbose=0, batch_size=256)
-                probabilities[present] = scores
+                probabilities[present] = model_scores(self.models[name], x, spec_input)
             out[name] = probabilities
         stacked = np.stack(list(out.values()))
         read = ~np.isnan(stacked[:, :, 0])
@@ -356,13 +362,29 @@ def main(argv=None) -> int:
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument("--zoo", type=Path, help="zoo folder (default: the packaged fer_lib/models/zoo)")
     parser.add_argument("--max-faces", type=int, default=8)
+    feedback = parser.add_argument_group("corrections (fer_lib.feedback)")
+    feedback.add_argument("--correct", metavar="LABEL", help="record that the photo's face shows LABEL (an emotion of the "
+                          "models' label set), with the models' prediction, in the feedback store")
+    feedback.add_argument("--face", type=int, help="with --correct: which face (the table's face column) when the photo has several")
+    feedback.add_argument("--who", help="with --correct: who corrects (default: the login name)")
+    feedback.add_argument("--store", type=Path, help="with --correct: the store (default: $FER_FEEDBACK_STORE, else "
+                          "cache/feedback/corrections.db in the book)")
     args = parser.parse_args(argv)
+    if args.correct is None and (args.face is not None or args.who or args.store):
+        print("error: --face, --who and --store go with --correct LABEL", file=sys.stderr)
+        return 2
+    if args.correct is not None and args.target.is_dir():
+        print(f"error: --correct records one face of one photo; {args.target} is a folder: name one of its photos",
+              file=sys.stderr)
+        return 2
     try:
         names = [n.strip() for n in args.representation.split(",") if n.strip()] if args.representation else None
         predictor = Predictor(names, zoo_dir=args.zoo, max_faces=args.max_faces)
     except PredictError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.correct is not None:
+        return _correct(predictor, args)
     try:
         table = predict_paths(predictor, args.target)
     except PredictError as error:
@@ -387,6 +409,28 @@ def main(argv=None) -> int:
     if failed:
         print(f"{failed} of {table.image.nunique()} image(s) without a face: see the status column", file=sys.stderr)
     return 1 if failed == table.image.nunique() else 0  # nothing predicted at all (a broken file, no face): fail
+
+
+def _correct(predictor: Predictor, args) -> int:
+    """``--correct``: store the correction of one face (exit 0), 1 when the photo has no face, 2 for bad input."""
+    from . import feedback
+
+    try:
+        store = feedback.Store(args.store) if args.store else feedback.Store()
+        with store:
+            done = feedback.correct(predictor, args.target, args.correct, store, face=args.face, who=args.who, source="cli")
+    except feedback.NoFaceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except PredictError as error:  # FeedbackError too: an unknown label, several faces, a broken store
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        predictor.close()
+    said = f"{done.model} said {done.predicted!r}" if done.predicted else f"{done.model} could not read it"
+    print(f"stored correction {done.id} in {store.path}: face {done.face_index} of {done.image_id}; {said}, "
+          f"corrected to {done.corrected!r} by {done.who}")
+    return 0
 
 
 if __name__ == "__main__":

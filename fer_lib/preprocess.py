@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from . import progress
 from .paths import dlib_shape_predictor_path, face_landmarker_path
 
 
@@ -317,11 +318,14 @@ def detect_dataset(dataset, name: str, n_jobs: int = -1, cache: bool = True, **o
     key.update(dataset.images.tobytes())
     path = repo_root() / "cache" / "detections" / f"{dataset.name}-{name}-{key.hexdigest()[:16]}.pkl"
     if cache and path.is_file():
+        progress.note("extraction", computed=False)
         return pd.read_pickle(path)
-    chunks = np.array_split(np.arange(len(dataset)), max(1, min(len(dataset) // 500, 64)))
-    parts = Parallel(n_jobs=n_jobs)(
-        delayed(_detect_chunk)(dataset.images[c], dataset.ids[c], name, options) for c in chunks if len(c)
+    progress.note("extraction", computed=True)
+    chunks = [c for c in np.array_split(np.arange(len(dataset)), max(1, min(len(dataset) // 500, 64))) if len(c)]
+    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_detect_chunk)(dataset.images[c], dataset.ids[c], name, options) for c in chunks
     )
+    parts = list(progress.bar(jobs, total=len(chunks), desc=f"{name} on {dataset.name}", unit="chunk"))
     table = pd.concat(parts, ignore_index=True)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)

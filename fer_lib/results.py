@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
+from . import tracking
 from .paths import results_dir
 
 #: Keys every record must carry (the schema of the foundation issue).
@@ -220,11 +221,13 @@ def record_path(profile: str, chapter: str, model: str) -> Path:
 
 
 def write_record(record: dict[str, Any]) -> Path:
-    """Write a validated record to ``results/<profile>/<chapter>__<model>.json`` (overwriting a rerun)."""
+    """Write a validated record to ``results/<profile>/<chapter>__<model>.json`` (overwriting a rerun);
+    with ``$FER_MLFLOW_URI`` set, also log it to MLflow (:mod:`fer_lib.tracking`)."""
     validate_record(record)
     path = record_path(record["profile"], record["chapter"], record["model"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    tracking.log_record(record, path)
     return path
 
 

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from . import progress
 from .data import PerImageColumns
 from .paths import PACKAGE_DIR, dlib_shape_predictor_path, repo_root, sha256
 
@@ -392,11 +393,14 @@ def landmark_dataset(dataset, detectors: dict[str, dict] | None = None, *, crop_
     key.update("\n".join(map(str, dataset.ids)).encode())
     key.update(np.ascontiguousarray(dataset.images).tobytes())
     path = Path(cache_dir or repo_root() / "cache" / "sketch_landmarks") / f"{dataset.name}-{key.hexdigest()[:16]}.npz"
+    progress.note("extraction", computed=not (cache and path.is_file()))
     if cache and path.is_file():
         arrays = dict(np.load(path, allow_pickle=True))
     else:
         chunks = [np.arange(s, min(s + chunk_size, len(dataset))) for s in range(0, len(dataset), chunk_size)]
-        parts = Parallel(n_jobs=n_jobs)(delayed(_landmark_chunk)(dataset.images[c], detectors, crop_size) for c in chunks)
+        jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_landmark_chunk)(dataset.images[c], detectors, crop_size) for c in chunks)
+        parts = list(progress.bar(jobs, total=len(chunks), desc=f"dlib-68 on {dataset.name}", unit="chunk"))
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else \
             _landmark_chunk(dataset.images[:0], detectors, crop_size)
         if cache:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import progress
 from .paths import repo_root
 
 
@@ -482,7 +483,9 @@ def fit(
         model = load_model(model_path)
         if stored is not None and _epochs_in(stored) < _epochs_in(run_dir):
             store_finished(model, build, run_dir, stored)  # trained before the store was named: keep it there too
+        progress.note("fit", computed=False)
         return FitResult.from_meta(model, meta, run_dir, from_cache=True)
+    progress.note("fit", computed=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     history_path, best_path = run_dir / "history.csv", run_dir / "best.weights.h5"
     previous = _read_history(history_path)  # epochs of an interrupted earlier attempt
@@ -509,6 +512,8 @@ def fit(
                                                               patience=config.reduce_lr_patience, min_lr=1e-5))
     if log_path is not None:
         callbacks.append(ProgressLog(log_path, name, config.epochs))
+    if progress.active():  # a bar on the runner's terminal (none in the notebook)
+        callbacks.append(progress.epoch_bar(name, config.epochs))
     if stored is not None:
         callbacks.append(StoreRun(run_dir, stored))  # last: after the backup, history and budget are written
     if config.pipeline == "tf.data":

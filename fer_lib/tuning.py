@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import fields
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from . import progress
 from .paths import repo_root
 from .training import TrainConfig, array_digest, compile_model, config_key
 
@@ -57,6 +59,29 @@ def _hypermodel(build: Callable[[dict[str, Any]], Any], space: dict[str, Any], b
             return model.fit(*args, batch_size=self.config(hp).batch_size, **kwargs)
 
     return SearchModel()
+
+
+def _search(tuner, total: int, *fit_args, **fit_kwargs) -> None:
+    """``tuner.search`` with a bar over its trials on the terminal, noting how many it ran (the rest were
+    read back from ``cache/tuning``)."""
+    finished = sum(1 for trial in tuner.oracle.trials.values() if trial.score is not None)
+    ran = 0
+    with progress.bar(total=total, initial=finished, desc=tuner.project_name, unit="trial") as shown:
+        trial_ended = tuner.on_trial_end
+
+        def on_trial_end(trial):  # keras-tuner's hook after every trial it runs
+            nonlocal ran
+            trial_ended(trial)
+            ran += 1
+            shown.update(1)
+
+        tuner.on_trial_end = on_trial_end
+        try:
+            tuner.search(*fit_args, **fit_kwargs)
+        finally:
+            del tuner.on_trial_end
+    progress.note("trial", computed=True, count=ran)
+    progress.note("trial", computed=False, count=finished)
 
 
 def _trial_table(tuner, names, objective: str) -> pd.DataFrame:
@@ -112,7 +137,8 @@ def grid_search(
         directory=str(cache_dir or repo_root() / "cache" / "tuning"), project_name=f"{name}-{key}", overwrite=False,
     )
     started = time.perf_counter()
-    tuner.search(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, verbose=verbose)
+    _search(tuner, math.prod(len(values) for values in grid.values()),
+            x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, verbose=verbose)
     table = _trial_table(tuner, grid, objective).drop(columns="trial")
     table.attrs["search_seconds"] = time.perf_counter() - started  # this call's time; 0-ish when read from the cache
     best = base.with_(**{name: _native(table[name].iloc[0]) for name in grid})  # per column: keeps ints
@@ -157,7 +183,8 @@ def random_search(
     )
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)] if patience else []
     started = time.perf_counter()
-    tuner.search(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, callbacks=callbacks, verbose=verbose)
+    _search(tuner, max_trials, x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, callbacks=callbacks,
+            verbose=verbose)
     table = _trial_table(tuner, space, objective)
     table.attrs["search_seconds"] = time.perf_counter() - started  # this call's time; 0-ish when read from the cache
     values = {name: _native(table[name].iloc[0]) for name in space}

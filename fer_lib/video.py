@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import progress
 from .labels import CKPLUS7
 
 # --------------------------------------------------------------------------------------------------
@@ -654,17 +655,24 @@ def run_search(experiment: VideoExperiment, study, n_trials: int, folds, *, work
         ran_one("complete", run.record["accuracy"], started, trial.number)
         return run.record["accuracy"]
 
+    finished = _finished(study)
+    shown = progress.bar(total=n_trials, initial=min(finished, n_trials), desc=f"search {study.study_name}", unit="trial")
+
     def ran_one(state, value, started, number):
         nonlocal ran
         ran += 1
+        shown.update(1)
         if log:
             log(f"trial {number}: {state}" + (f", accuracy {value:.3f}" if value is not None else "")
                 + f", {time.perf_counter() - started:.0f} s")
 
-    if _finished(study) < n_trials:
-        study.optimize(objective, n_trials=n_trials, catch=(SurplusTrial,), gc_after_trial=True,
-                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,
-                                                                                   optuna.trial.TrialState.PRUNED))])
+    with shown:
+        if finished < n_trials:
+            study.optimize(objective, n_trials=n_trials, catch=(SurplusTrial,), gc_after_trial=True,
+                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,
+                                                                                       optuna.trial.TrialState.PRUNED))])
+    progress.note("trial", computed=True, count=ran)
+    progress.note("trial", computed=False, count=min(finished, n_trials))
     return ran
 
 
