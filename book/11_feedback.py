@@ -221,11 +221,11 @@ display(summary.style.format({"held-out accuracy": "{:.1%}", "held-out sd": "{:.
 # %% [markdown]
 # ## The curve
 #
-# Held-out accuracy on the new domain (left) and FER2013 PrivateTest accuracy (right) against the
-# number of corrections: each seed's simulated user as a dot, the mean over seeds as the line, ± one
+# {numref}`fig-feedback-curve` shows held-out accuracy on the new domain (left) and FER2013
+# PrivateTest accuracy (right) against the number of corrections: each seed's simulated user as a dot, the mean over seeds as the line, ± one
 # standard deviation as the band. The dashed line is the packaged model.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Held-out new-domain accuracy and FER2013 PrivateTest accuracy against the number of corrections k: each seed's simulated user, the mean and ± 1 sd over seeds; dashed: the packaged model.", "name": "fig-feedback-curve"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Held-out new-domain accuracy and FER2013 PrivateTest accuracy against the number of corrections k: each seed's simulated user, the mean and +/- 1 sd over seeds; dashed: the packaged model.", "name": "fig-feedback-curve"}}
 figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
 for axis, measure, title in ((axes[0], "held-out accuracy", f"{names[P.new_domain]}, held-out subjects"),
                              (axes[1], "PrivateTest accuracy", "FER2013 PrivateTest (forgetting)")):
