@@ -13,9 +13,6 @@ RUN := $(PY) -m fer_lib.runner
 # Full-profile chapters cheap enough for nbval to re-execute in CI when the full data is present
 # ($FER_DATA_DIR): their checked cells guard the data layer against regressions.
 NBVAL_FULL := book/executed/full/01_data.ipynb
-# Chapters whose `sample` profile `make test` also executes (a papermill run fails on any error): their
-# sample runs use code paths the tiny smoke subsets cannot reach (e.g. every fold of a cross-validation).
-SAMPLE_IN_CI := 08_sketches 09_video
 
 .PHONY: help venv book execute chapter render check-book test smoke sample-data clean train
 
@@ -24,7 +21,7 @@ help:
 	@echo "make chapter CH=01_data [PROFILE=...]    execute one chapter"
 	@echo "make render [PROFILE=full]               build the HTML book from executed notebooks only"
 	@echo "make check-book                          the full book with warnings as errors, then every page in headless Chromium"
-	@echo "make test                                unit tests + nbval executing every chapter under smoke (+ sample runs of $(SAMPLE_IN_CI))"
+	@echo "make test                                unit tests + nbval executing every chapter under smoke"
 	@echo "make train [PROFILE=full]                train chapter 3's converged 2D models in the background"
 	@echo "make venv                                create/update $(VENV) with the pinned stack"
 	@echo "VERBOSE=1 (any target)                   the kernels' C++ log lines on the terminal, not in cache/logs/"
@@ -67,7 +64,6 @@ NBVAL_SMOKE := _build/nbval/smoke
 test: venv
 	$(RUN) execute --profile smoke --chapter 01_data
 	rm -rf $(NBVAL_SMOKE) && $(RUN) prepare --profile smoke --out $(NBVAL_SMOKE) --except 01_data
-	@for chapter in $(SAMPLE_IN_CI); do $(RUN) execute --profile sample --chapter $$chapter || exit 1; done
 	@if $(RUN) has-full-data; then full="$(NBVAL_FULL)"; else echo "nbval: full-profile notebooks not re-checked (set FER_DATA_DIR to the full data)"; full=""; fi; \
 	$(PY) -m pytest tests book/executed/smoke/01_data.ipynb $(NBVAL_SMOKE) $$full --nbval-lax --durations=15
 

@@ -325,11 +325,12 @@ def predict_paths(predictor: Predictor, target: Path, progress: bool = True, chu
     """One row per face of every image (a folder: recursively), plus a row per image with no face or
     that cannot be read (``status`` says which): nothing is left out. Faces are predicted ``chunk``
     images at a time, so each model runs on batches."""
-    from tqdm import tqdm
+    from .progress import bar as progress_bar
 
     paths = images_in(target)
     tables = []
-    with tqdm(total=len(paths), disable=not progress or len(paths) == 1, unit="image", file=sys.stderr) as bar:
+    with progress_bar(total=len(paths), desc="predict", unit="image",
+                      disable=not progress or len(paths) == 1) as bar:
         for start in range(0, len(paths), chunk):
             found: list[tuple[Path, Faces | None, str]] = []
             for path in paths[start:start + chunk]:

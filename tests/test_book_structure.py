@@ -50,7 +50,7 @@ def _code(cells) -> list[str]:
 
 def executed(profiles=("smoke", "sample")):
     """The chapters executed under these profiles whose code is the chapter's current code (stale ones are
-    skipped: `make test` executes chapter 01 under smoke and SAMPLE_IN_CI under sample)."""
+    skipped: `make test` executes chapter 01 under smoke; `make book` executes the rest)."""
     found = []
     for profile in profiles:
         for path in CHAPTERS:
