@@ -5,12 +5,31 @@ the split, the subject id where the dataset has one, and a stable per-image id t
 subsetting and relabelling, so that an error in a results table can be traced back to its image.
 
 Nothing is dropped silently: rows or files that cannot be used are skipped, counted by reason in the
-dataset's :class:`LoadReport`, and announced with a warning.
+dataset's :class:`LoadReport`, and announced with a warning. The rules for unusual input:
+
+- an image (or row) of an emotion outside the dataset's label set (``contempt/`` in a FER2013 tree,
+  ``neutral/`` in CK+48, JAFFE's ``.CO``) is a counted skip naming the file and the label set;
+- image ids are unique: a second file with the same stem in one folder (``a.png`` beside ``a.jpg``)
+  and any later image with an id already taken are counted skips naming the one kept (the first in
+  sorted order); ids of good data are unchanged;
+- the folder layouts are flat (``<class>/<image>``, JAFFE's one folder): files in nested folders are
+  not read, and each is a counted skip by path; hidden entries and .txt / .md notes are passed over;
+- images of other depths become uint8 by their range (16-bit by 0..65535, or as 8-bit values when
+  they use only 0..255; float by 0..1, or 0..255 when larger), counted under ``converted`` and
+  announced; values no rule maps (negative, non-finite, float above 255) are skipped (a file) or
+  refused (an archive). An alpha channel is ignored (the grey of the colour channels is kept, as
+  OpenCV decodes it), noted when some pixels are transparent;
+- a FER2013 load without one of its three splits warns, naming the split;
+- a damaged .npz, an empty or header-only csv, or a source without a single usable image is refused
+  with an error naming the file and the fix.
 """
 from __future__ import annotations
 
+import csv
 import re
 import warnings
+import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,29 +62,46 @@ class LoadReport:
     skipped: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: images kept but changed to fit (another bit depth or range), counted by how; examples listed
+    converted: Counter = field(default_factory=Counter)
+    conversions: list[str] = field(default_factory=list)
 
     def skip(self, reason: str, detail: str) -> None:
         self.skipped[reason] += 1
         if len(self.problems) < _MAX_LISTED:
             self.problems.append(f"{reason}: {detail}")
 
+    def convert(self, how: str, detail: str) -> None:
+        """Count an image kept after a conversion (noted verbatim up to the listing limit)."""
+        self.converted[how] += 1
+        if len(self.conversions) < _MAX_LISTED:
+            self.conversions.append(f"{how}: {detail}")
+
     @property
     def n_skipped(self) -> int:
         return sum(self.skipped.values())
 
-    def announce(self) -> None:
-        """Warn about skips so they show in notebooks and logs, not only in the report object."""
+    def summary(self) -> str:
+        """``skipped N (reasons)`` and, where any, ``converted M (how)``: one line for messages."""
+        text = f"skipped {self.n_skipped}"
         if self.n_skipped:
-            reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
-            listed = "\n  ".join(self.problems)
-            warnings.warn(
-                f"{self.source}: loaded {self.n_loaded}, skipped {self.n_skipped} ({reasons}).\n  {listed}",
-                stacklevel=3,
-            )
+            text += " (" + ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common()) + ")"
+        if self.converted:
+            text += (f", converted {sum(self.converted.values())} ("
+                     + ", ".join(f"{n} {how}" for how, n in self.converted.most_common()) + ")")
+        return text
+
+    def announce(self) -> None:
+        """Warn about skips and conversions so they show in notebooks and logs, not only in the report."""
+        if self.n_skipped or self.converted:
+            listed = "\n  ".join(self.problems + self.conversions)
+            warnings.warn(f"{self.source}: loaded {self.n_loaded}, {self.summary()}.\n  {listed}", stacklevel=3)
 
     def __str__(self) -> str:
         lines = [f"source: {self.source}", f"loaded: {self.n_loaded}", f"skipped: {self.n_skipped}"]
         lines += [f"  {reason}: {n}" for reason, n in self.skipped.most_common()]
+        lines += [f"converted {n}: {how}" for how, n in self.converted.most_common()]
+        lines += [f"  {example}" for example in self.conversions]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -267,19 +303,60 @@ def lstm_study_three_classes(dataset: FaceDataset, seed: int = 0) -> FaceDataset
 
 
 def _native(name: str, label_set: LabelSet, images, emotions, split, subject, ids, report: LoadReport,
-            meta=None) -> FaceDataset:
-    """A dataset under its own label set (FER2013 and JAFFE: emotion7; CK+: ckplus7)."""
+            meta=None, *, sources=None, expected_splits: dict[str, str] | None = None) -> FaceDataset:
+    """A dataset under its own label set (FER2013 and JAFFE: emotion7; CK+: ckplus7).
+
+    The boundary every loader passes through, so its rules hold for every layout: images of emotions
+    outside ``label_set`` and images whose id is already taken are counted skips, named by ``sources``
+    (a file or csv line per image; the id where not given); pixels become uint8 by :func:`_to_uint8`;
+    splits of ``expected_splits`` (split -> where it comes from) that have no image are warned about;
+    a source left without a single image is refused.
+    """
     emotions = np.asarray([canonical_emotion(e) for e in emotions], dtype=object)
-    outside = set(emotions.tolist()) - set(label_set.classes)
-    if outside:
-        raise ValueError(f"{name}: emotions {sorted(outside)} are not in label set {label_set.name}")
+    ids = np.asarray(ids, dtype=object)
+    sources = np.asarray([f"id {i}" for i in ids] if sources is None else sources, dtype=object)
     classes = label_set.classes
+    outside = ~np.isin(emotions, classes)
+    for i in np.flatnonzero(outside):
+        report.skip(f"emotion not in label set {label_set.name} ({', '.join(classes)})", f"{sources[i]}: {emotions[i]}")
+    duplicate = np.zeros(len(ids), bool)
+    inside = np.flatnonzero(~outside)
+    duplicate[inside] = pd.Index(ids[inside]).duplicated(keep="first")
+    if duplicate.any():
+        first: dict = {}
+        for i in inside:
+            first.setdefault(ids[i], i)
+        for i in np.flatnonzero(duplicate):
+            report.skip("image id already taken", f"{sources[i]}: id {ids[i]} is taken by {sources[first[ids[i]]]}")
+    keep = ~(outside | duplicate)
+    images = np.asarray(images)
+    if not keep.all():
+        images, emotions, ids = images[keep], emotions[keep], ids[keep]
+        split, subject = np.asarray(split, dtype=object)[keep], np.asarray(subject, dtype=object)[keep]
+        meta = {key: np.asarray(column)[keep] for key, column in (meta or {}).items()}
+    if not keep.any():
+        listed = "".join(f"\n  {p}" for p in report.problems[:10])
+        raise ValueError(f"{report.source}: not one usable {name} image ({report.summary()}).{listed}\n"
+                         "Fix or replace the files named, or point the loader at another copy of the data.")
+    pixels, how = _to_uint8(images)
+    if pixels is None:
+        raise ValueError(f"{report.source}: images are {images.dtype} with {how}, which no rule maps to 0..255 grey; "
+                         "re-export them as uint8 0..255 (or re-download the archive)")
+    if how:
+        report.convert(how, f"all {len(pixels)} images of the archive")
+    missing = [s for s in (expected_splits or {}) if s not in set(np.asarray(split).tolist())]
+    if missing:
+        note = (f"{name} from {report.source} has no {', '.join(missing)} images (expected "
+                + "; ".join(f"{s}: {expected_splits[s]}" for s in missing)
+                + "); chapters that train, select or report on a missing split will fail")
+        report.notes.append(note)
+        warnings.warn(note, stacklevel=3)
     index = {c: i for i, c in enumerate(classes)}
-    report.n_loaded = len(images)
+    report.n_loaded = len(pixels)
     report.announce()
     return FaceDataset(
         name=name,
-        images=np.ascontiguousarray(images, dtype=np.uint8),
+        images=np.ascontiguousarray(pixels, dtype=np.uint8),
         labels=np.array([index[e] for e in emotions], dtype=np.int16),
         class_names=classes,
         split=np.asarray(split, dtype=object),
@@ -292,14 +369,74 @@ def _native(name: str, label_set: LabelSet, images, emotions, split, subject, id
     )
 
 
+def _to_uint8(pixels: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """``(uint8 pixels, how)`` by the range of the pixels' type (``how`` is ``""`` for uint8, kept as
+    is), or ``(None, why)`` when no rule maps them. Unsigned and non-negative integers holding only
+    0..255 are taken as 8-bit grey levels (an 8-bit picture stored wider: PIL's ``I;16``, a numpy
+    int64 array); 16-bit ones beyond it scale by 0..65535 (0..32767 signed); floats by 0..1, or as
+    0..255 when they exceed 1. Negative, non-finite and wider-than-16-bit values beyond 255 have no
+    agreed range, so they are refused rather than guessed."""
+    if pixels.dtype == np.uint8:
+        return pixels, ""
+    if pixels.dtype == np.bool_:
+        return pixels.astype(np.uint8) * 255, "boolean image as 0 / 255"
+    if pixels.dtype.kind not in "uif":
+        return None, f"{pixels.dtype} values"
+    if pixels.size == 0:
+        return pixels.astype(np.uint8), ""
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        return None, "non-finite values"
+    low, high = pixels.min(), pixels.max()
+    if low < 0:
+        return None, f"negative values (down to {low:g})"
+    if pixels.dtype.kind == "f":
+        if high <= 1:
+            return np.round(pixels * 255).astype(np.uint8), f"{pixels.dtype} image scaled from 0..1"
+        if high <= 255:
+            return np.round(pixels).astype(np.uint8), f"{pixels.dtype} image taken as 0..255"
+        return None, f"float values above 255 (up to {high:g})"
+    if high <= 255:
+        return pixels.astype(np.uint8), f"{pixels.dtype} image holding 8-bit values"
+    if pixels.dtype.itemsize == 2:
+        full = np.iinfo(pixels.dtype).max
+        return np.round(pixels * (255 / full)).astype(np.uint8), f"{pixels.dtype} image scaled from 0..{full}"
+    return None, f"{pixels.dtype} values above 255 (up to {high})"
+
+
+#: Formats without an alpha channel, spared the second decode that looks for one.
+_NO_ALPHA = {".jpg", ".jpeg"}
+
+
 def _read_gray(path: Path, report: LoadReport, size: tuple[int, int] | None = None) -> np.ndarray | None:
-    """A grey-scale uint8 image, or ``None`` (counted in the report) when the file cannot be decoded."""
+    """A grey-scale uint8 image, or ``None`` (counted in the report) when the file cannot be used.
+
+    8-bit files decode exactly as ``cv2.IMREAD_GRAYSCALE`` always gave them; other depths keep their
+    values (``IMREAD_ANYDEPTH``) and become uint8 by their range (:func:`_to_uint8`), counted as
+    conversions. An alpha channel is ignored; transparent pixels are noted.
+    """
     import cv2  # imported here: loading an .npz or .csv needs no OpenCV
 
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if image is None:
         report.skip("unreadable image", str(path))
         return None
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16 and image.max() > 255:
+            # a true 16-bit image: the codec's own reduction to 8 bits, the one IMREAD_GRAYSCALE gave
+            image, how = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), "16-bit image reduced to 8 bits"
+        else:
+            image, how = _to_uint8(image)  # e.g. 8-bit values in a 16-bit file, which the codec made black
+        if image is None:
+            report.skip("pixel values without a 0..255 rule", f"{path}: {how}")
+            return None
+        report.convert(how, str(path))
+    if path.suffix.lower() not in _NO_ALPHA:
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is not None and raw.ndim == 3 and raw.shape[2] in (2, 4):
+            alpha = raw[..., -1]
+            opaque = np.iinfo(alpha.dtype).max if alpha.dtype.kind in "ui" else 1.0
+            if (alpha < opaque).any():
+                report.convert("transparent pixels (alpha ignored, grey of the colour channels kept)", str(path))
     if size is not None and image.shape != size:
         report.notes.append(f"resized {path.name} from {image.shape} to {size}")
         image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
@@ -314,9 +451,42 @@ def _missing(dataset: str, where: Path, expected: str) -> FileNotFoundError:
     )
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:  # read each array once (see data README)
-        return {key: archive[key] for key in archive.files}
+_NPZ_FIX = ("re-download it (where the archives come with SHA256SUMS, `sha256sum -c SHA256SUMS` finds a damaged "
+            "copy) or re-export it (`python -m fer_lib.sample` rebuilds the committed sample)")
+#: What a damaged archive raises, from the zip layer, the decompressor or numpy's array header.
+_DAMAGED = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
+
+
+def _load_npz(path: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive, each read once (see data README); a damaged archive, or one
+    without the ``required`` arrays, is refused with an error naming the path and the fix."""
+    with open(path, "rb") as handle:  # ours to close: numpy leaves its own open when the file is damaged
+        try:
+            archive = np.load(handle, allow_pickle=False)
+        except _DAMAGED as error:
+            raise ValueError(f"{path} cannot be read as an .npz archive ({type(error).__name__}: {error}); "
+                             f"it is probably truncated or damaged: {_NPZ_FIX}") from error
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} holds a single array, not an .npz archive of named arrays: {_NPZ_FIX}")
+        missing = [key for key in required if key not in archive.files]
+        if missing:
+            raise ValueError(f"{path} lacks the array(s) {missing} (it has {archive.files}): {_NPZ_FIX}")
+        try:
+            return {key: archive[key] for key in archive.files}
+        except _DAMAGED as error:
+            raise ValueError(f"{path}: an array in the archive is damaged ({type(error).__name__}: {error}): "
+                             f"{_NPZ_FIX}") from error
+        finally:
+            archive.close()
+
+
+def _archive_emotions(path: Path, labels: np.ndarray, names) -> list[str]:
+    """Each label's class name; a label outside ``names`` (negative ones would wrap around) is refused."""
+    names = [str(n) for n in names]
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+        raise ValueError(f"{path}: labels run {labels.min()}..{labels.max()} but class_names has {len(names)} "
+                         f"entries {names}: {_NPZ_FIX}")
+    return [names[i] for i in labels]
 
 
 def _locate(dataset: str, path, npz_name: str, subfolders: tuple[str, ...], is_folder_layout, expected: str):
@@ -332,23 +502,66 @@ def _locate(dataset: str, path, npz_name: str, subfolders: tuple[str, ...], is_f
     raise _missing(dataset, path, expected)
 
 
-def _class_folder_files(root: Path, report: LoadReport, pattern: re.Pattern, misnamed: str):
-    """``(emotion, file, match)`` for each file in ``root/<class>/`` whose name matches ``pattern``.
+#: Files a data folder may hold beside its images, passed over: notes, not data.
+_NOTES = {".txt", ".md"}
 
-    Files of unknown class folders and names that do not match (skip reason ``misnamed``) are counted.
+
+def _passed_over(entry: Path) -> bool:
+    """Hidden entries (``.DS_Store``, ``.ipynb_checkpoints``: the system's or a tool's) and notes."""
+    return entry.name.startswith(".") or (entry.suffix.lower() in _NOTES and entry.is_file())
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every file at any depth below ``folder``, sorted, less what :func:`_passed_over` passes over."""
+    return [file for file in sorted(folder.rglob("*"))
+            if file.is_file() and not any(_passed_over(Path(part)) for part in file.relative_to(folder).parts)]
+
+
+def _folder_files(folder: Path, report: LoadReport, pattern: re.Pattern, misnamed: str):
+    """``(file, match)`` for each file directly in ``folder`` whose name matches ``pattern``, sorted.
+
+    Counted skips: names that do not match (reason ``misnamed``); every file in a nested folder, by
+    path (the layouts are flat, and a nested folder is as likely a copy or an augmentation of the
+    images beside it as more of them, so it is not read); a file whose stem is taken by one before it
+    (``a.png`` after ``a.jpg``: ids are stems, so the first in sorted order is kept).
     """
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    taken: dict[str, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if _passed_over(entry):
+            continue
+        if entry.is_dir():
+            for file in _files_under(entry):
+                report.skip("file in a nested folder (not read: the layout is flat)", str(file))
+            continue
+        match = pattern.match(entry.name)
+        if match is None:
+            report.skip(misnamed, str(entry))
+            continue
+        if entry.stem in taken:
+            report.skip("same name as another image in its folder", f"{entry} (kept {taken[entry.stem].name})")
+            continue
+        taken[entry.stem] = entry
+        yield entry, match
+
+
+def _class_folder_files(root: Path, report: LoadReport, pattern: re.Pattern, misnamed: str):
+    """``(emotion, file, match)`` for each image file in ``root/<class>/`` (see :func:`_folder_files`).
+
+    Files of unknown class folders and files directly in ``root`` are counted skips.
+    """
+    for entry in sorted(root.iterdir()):
+        if _passed_over(entry):
+            continue
+        if not entry.is_dir():
+            report.skip("file outside a class folder", str(entry))
+            continue
         try:
-            emotion = canonical_emotion(class_dir.name)
+            emotion = canonical_emotion(entry.name)
         except KeyError:
-            for file in class_dir.iterdir():
+            for file in _files_under(entry):
                 report.skip("unknown class folder", str(file))
             continue
-        for file in sorted(class_dir.iterdir()):
-            match = pattern.match(file.name)
-            if match is None:
-                report.skip(misnamed, str(file))
-                continue
+        for file, match in _folder_files(entry, report, pattern, misnamed):
             yield emotion, file, match
 
 
@@ -384,8 +597,8 @@ def locate_fer2013(path: str | Path | None = None) -> tuple[str, Path]:
             return "npz", folder / FER2013_NPZ
         if (folder / FER2013_CSV).is_file():
             return "csv", folder / FER2013_CSV
-        if (folder / "train").is_dir() and (folder / "test").is_dir():
-            return "folders", folder
+        if (folder / "train").is_dir() or (folder / "test").is_dir():
+            return "folders", folder  # one split folder is enough to load; the missing splits are warned about
     raise _missing("FER2013", path, _FER2013_EXPECTED)
 
 
@@ -412,10 +625,9 @@ def fer2013_ids(usage, numbers, emotions) -> list[str]:
 
 
 def _fer2013_from_npz(path: Path) -> FaceDataset:
-    arrays = _load_npz(path)
-    names = [str(n) for n in arrays.get("class_names", FER2013_CODES)]
+    arrays = _load_npz(path, required=("images", "labels", "usage", "file_id"))
     usage = arrays["usage"].astype(str)
-    emotions = [canonical_emotion(names[i]) for i in arrays["labels"]]
+    emotions = [canonical_emotion(e) for e in _archive_emotions(path, arrays["labels"], arrays.get("class_names", FER2013_CODES))]
     return _native(
         "fer2013", EMOTION7,
         arrays["images"],
@@ -424,51 +636,99 @@ def _fer2013_from_npz(path: Path) -> FaceDataset:
         np.full(len(usage), "", dtype=object),  # FER2013 has no subject ids
         fer2013_ids(usage, arrays["file_id"], emotions),
         LoadReport(str(path)),
+        expected_splits={s: f"entries with usage {s}" for s in FER2013_SPLITS},
     )
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
 def _fer2013_from_csv(path: Path) -> FaceDataset:
+    """Kaggle's fer2013.csv, read with the standard csv module so that every problem row is a counted
+    skip under the line number an editor shows (blank lines included), rather than a parser error."""
     report = LoadReport(str(path))
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"emotion", "pixels", "Usage"} - set(table.columns)
-    if missing:
-        raise ValueError(
-            f"{path}: missing column(s) {sorted(missing)}; the Kaggle fer2013.csv has emotion, pixels, Usage "
-            f"(found {list(table.columns)})"
-        )
-    images, emotions, usage, ids = [], [], [], []
-    for row, (emotion, pixels, split) in enumerate(zip(table["emotion"], table["pixels"], table["Usage"])):
-        line = row + 2  # 1-based, after the header: what an editor shows
-        if not emotion.strip().isdigit() or int(emotion) >= len(FER2013_CODES):
-            report.skip("unknown label", f"line {line}: emotion={emotion!r}")
-            continue
-        if split not in FER2013_SPLITS:
-            report.skip("unknown usage", f"line {line}: Usage={split!r}")
-            continue
-        values = pixels.split()
-        if len(values) != 48 * 48:
-            report.skip("wrong pixel count", f"line {line}: {len(values)} values, expected 2304")
-            continue
-        try:
-            image = np.array(values, dtype=np.int32)
-        except ValueError:
-            report.skip("non-numeric pixels", f"line {line}")
-            continue
-        if image.min() < 0 or image.max() > 255:
-            report.skip("pixel out of 0..255", f"line {line}")
-            continue
-        images.append(image.astype(np.uint8).reshape(48, 48))
-        emotions.append(FER2013_CODES[int(emotion)])
-        usage.append(split)
-        ids.append(f"csv_row{row:05d}")  # row in the original csv: stable for the standard file
+    fix = ("re-download fer2013.csv (Kaggle 'Challenges in Representation Learning: Facial Expression "
+           "Recognition Challenge'), or remove it to use another layout of the folder")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): the download or copy did not finish; {fix}")
+    # utf-8-sig: a byte-order mark would otherwise become part of the first column's name; undecodable
+    # bytes become U+FFFD, so their row fails the checks below and is counted, not a decode error.
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = next((fields for fields in reader if "".join(fields).strip()), None)  # the first non-blank line
+        if header is None:
+            raise ValueError(f"{path} holds only blank lines, not even the header emotion,pixels,Usage; {fix}")
+        missing = {"emotion", "pixels", "Usage"} - set(header)
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {sorted(missing)}; the Kaggle fer2013.csv has emotion, pixels, Usage "
+                f"(found {header})"
+            )
+        column = {name: header.index(name) for name in ("emotion", "pixels", "Usage")}
+        images, emotions, usage, ids, lines = [], [], [], [], []
+        row, end = -1, reader.line_num  # row: index among the data records; end: last line read
+        while True:
+            line = end + 1  # 1-based, as an editor shows it: the record starts after the last one read
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:  # e.g. a field beyond the csv module's size limit; reading goes on
+                end, row = reader.line_num, row + 1
+                report.skip("malformed csv record", f"line {line}: {error}")
+                continue
+            end = reader.line_num
+            if len(fields) <= 1 and not "".join(fields).strip():
+                continue  # a blank (or all-space) line is no record, as pandas read it: ids keep their rows
+            row += 1
+            if len(fields) != len(header):
+                report.skip("wrong number of fields", f"line {line}: {len(fields)} fields, the header has {len(header)}")
+                continue
+            emotion, pixels, split = (fields[column[name]] for name in ("emotion", "pixels", "Usage"))
+            # ASCII digits only: int() and numpy also read other scripts' digits ('٣' is 3) and fail on '³'
+            if not _ASCII_DIGITS.fullmatch(emotion.strip()) or int(emotion) >= len(FER2013_CODES):
+                report.skip("unknown label", f"line {line}: emotion={emotion!r}")
+                continue
+            if split not in FER2013_SPLITS:
+                report.skip("unknown usage", f"line {line}: Usage={split!r}")
+                continue
+            values = pixels.split()
+            if len(values) != 48 * 48:
+                report.skip("wrong pixel count", f"line {line}: {len(values)} values, expected 2304")
+                continue
+            try:
+                if not pixels.isascii():
+                    raise ValueError("non-ASCII characters")
+                image = np.array(values, dtype=np.int32)
+            except ValueError:
+                report.skip("non-numeric pixels", f"line {line}")
+                continue
+            if image.min() < 0 or image.max() > 255:
+                report.skip("pixel out of 0..255", f"line {line}")
+                continue
+            images.append(image.astype(np.uint8).reshape(48, 48))
+            emotions.append(FER2013_CODES[int(emotion)])
+            usage.append(split)
+            ids.append(f"csv_row{row:05d}")  # row in the original csv: stable for the standard file
+            lines.append(f"line {line}")
+    if row < 0:
+        raise ValueError(f"{path} has its header but no data rows (the Kaggle file has 35887); {fix}")
     return _native("fer2013", EMOTION7, np.stack(images) if images else np.zeros((0, 48, 48), np.uint8),
-                   emotions, usage, [""] * len(usage), ids, report)
+                   emotions, usage, [""] * len(usage), ids, report, sources=lines,
+                   expected_splits={s: f"rows with Usage {s}" for s in FER2013_SPLITS})
+
+
+#: Where each split lives in the image-folder edition.
+_FER2013_FOLDER_SPLITS = {TRAIN: "train/<class>/Training_*", VAL: "test/<class>/PublicTest_*",
+                          TEST: "test/<class>/PrivateTest_*"}
 
 
 def _fer2013_from_folders(root: Path) -> FaceDataset:
     report = LoadReport(str(root))
-    images, emotions, usage, numbers = [], [], [], []
+    images, emotions, usage, numbers, files = [], [], [], [], []
     for top in ("train", "test"):
+        if not (root / top).is_dir():
+            continue  # a missing split folder: its splits are warned about below
         for emotion, file, match in _class_folder_files(
                 root / top, report, _FER2013_FILE, "file name without Training_/PublicTest_/PrivateTest_ prefix"):
             split, number = match.group(1), match.group(2)
@@ -482,10 +742,13 @@ def _fer2013_from_folders(root: Path) -> FaceDataset:
             emotions.append(emotion)
             usage.append(split)
             numbers.append(number)
-    if not images:
+            files.append(str(file))
+    if not images and not report.n_skipped:
         raise _missing("FER2013", root, _FER2013_EXPECTED)
     ids = fer2013_ids(usage, numbers, emotions)
-    return _native("fer2013", EMOTION7, np.stack(images), emotions, usage, [""] * len(usage), ids, report)
+    return _native("fer2013", EMOTION7, np.stack(images) if images else np.zeros((0, 48, 48), np.uint8),
+                   emotions, usage, [""] * len(usage), ids, report, sources=files,
+                   expected_splits=_FER2013_FOLDER_SPLITS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -508,7 +771,7 @@ def load_ckplus(path: str | Path | None = None) -> FaceDataset:
     return _ckplus_from_npz(where) if layout == "npz" else _ckplus_from_folders(where)
 
 
-def _ckplus_dataset(images, emotions, subject, sequence, frame, filenames, report) -> FaceDataset:
+def _ckplus_dataset(images, emotions, subject, sequence, frame, filenames, report, sources=None) -> FaceDataset:
     subject = np.asarray(subject, dtype=np.int32)
     return _native(
         "ckplus48", CKPLUS7, images, emotions, [UNSPLIT] * len(images),
@@ -516,19 +779,19 @@ def _ckplus_dataset(images, emotions, subject, sequence, frame, filenames, repor
         [Path(f).stem for f in filenames],
         report,
         meta={"sequence": np.asarray(sequence, dtype=np.int32), "frame": np.asarray(frame, dtype=np.int32)},
+        sources=sources,
     )
 
 
 def _ckplus_from_npz(path: Path) -> FaceDataset:
-    a = _load_npz(path)
-    names = [str(n) for n in a["class_names"]]
-    return _ckplus_dataset(a["images"], [names[i] for i in a["labels"]], a["subject"], a["sequence"],
-                           a["frame"], a["filename"].astype(str), LoadReport(str(path)))
+    a = _load_npz(path, required=("images", "labels", "class_names", "subject", "sequence", "frame", "filename"))
+    return _ckplus_dataset(a["images"], _archive_emotions(path, a["labels"], a["class_names"]), a["subject"],
+                           a["sequence"], a["frame"], a["filename"].astype(str), LoadReport(str(path)))
 
 
 def _ckplus_from_folders(root: Path) -> FaceDataset:
     report = LoadReport(str(root))
-    images, emotions, subject, sequence, frame, names = [], [], [], [], [], []
+    images, emotions, subject, sequence, frame, names, files = [], [], [], [], [], [], []
     for emotion, file, match in _class_folder_files(root, report, _CKPLUS_FILE, "file name not S###_###_########.png"):
         image = _read_gray(file, report, size=(48, 48))
         if image is None:
@@ -539,9 +802,11 @@ def _ckplus_from_folders(root: Path) -> FaceDataset:
         sequence.append(int(match.group(2)))
         frame.append(int(match.group(3)))
         names.append(file.name)
-    if not images:
+        files.append(str(file))
+    if not images and not report.n_skipped:
         raise _missing("CK+48", root, _CKPLUS_EXPECTED)
-    return _ckplus_dataset(np.stack(images), emotions, subject, sequence, frame, names, report)
+    return _ckplus_dataset(np.stack(images) if images else np.zeros((0, 48, 48), np.uint8), emotions, subject,
+                           sequence, frame, names, report, sources=files)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -565,23 +830,17 @@ def load_jaffe(path: str | Path | None = None) -> FaceDataset:
 
 
 def _jaffe_from_npz(path: Path) -> FaceDataset:
-    a = _load_npz(path)
-    names = [str(n) for n in a["class_names"]]
+    a = _load_npz(path, required=("images", "labels", "class_names", "subject", "filename"))
     filenames = a["filename"].astype(str)
-    return _native("jaffe", EMOTION7, a["images"], [names[i] for i in a["labels"]], [UNSPLIT] * len(filenames),
-                   a["subject"].astype(str), [Path(f).stem for f in filenames], LoadReport(str(path)))
+    return _native("jaffe", EMOTION7, a["images"], _archive_emotions(path, a["labels"], a["class_names"]),
+                   [UNSPLIT] * len(filenames), a["subject"].astype(str), [Path(f).stem for f in filenames],
+                   LoadReport(str(path)))
 
 
 def _jaffe_from_folder(root: Path) -> FaceDataset:
     report = LoadReport(str(root))
-    images, emotions, subject, ids = [], [], [], []
-    for file in sorted(root.iterdir()):
-        if file.name.startswith(".") or file.is_dir() or file.suffix.lower() in {".txt", ".md"}:
-            continue
-        match = _JAFFE_FILE.match(file.name)
-        if not match:
-            report.skip("file name not like KA.AN1.39.tiff", str(file))
-            continue
+    images, emotions, subject, ids, files = [], [], [], [], []
+    for file, match in _folder_files(root, report, _JAFFE_FILE, "file name not like KA.AN1.39.tiff"):
         try:
             emotion = canonical_emotion(match.group(2))
         except KeyError:
@@ -594,9 +853,11 @@ def _jaffe_from_folder(root: Path) -> FaceDataset:
         emotions.append(emotion)
         subject.append(match.group(1).upper())
         ids.append(Path(file.name).stem)
-    if not images:
+        files.append(str(file))
+    if not images and not report.n_skipped:
         raise _missing("JAFFE", root, _JAFFE_EXPECTED)
-    return _native("jaffe", EMOTION7, np.stack(images), emotions, [UNSPLIT] * len(ids), subject, ids, report)
+    return _native("jaffe", EMOTION7, np.stack(images) if images else np.zeros((0, 256, 256), np.uint8), emotions,
+                   [UNSPLIT] * len(ids), subject, ids, report, sources=files)
 
 
 LOADERS = {"fer2013": load_fer2013, "ckplus": load_ckplus, "ckplus48": load_ckplus, "jaffe": load_jaffe}

@@ -10,8 +10,9 @@ import json
 import math
 import platform
 import re
+import warnings
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,51 @@ REQUIRED_KEYS = (
     "profile", "seed", "created",
 )
 SCHEMA_VERSION = 1
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: a name that becomes part of a file name (profile, chapter, model): letters, digits, '_', '.', '-', not
+#: starting with '.' or '-' and without '..', so no name can climb out of results/<profile>/
+_NAME = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: rates every record carries, each in [0, 1]
+RATES = ("coverage", "accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")
+#: rates a record may carry (or hold null): checked in [0, 1] when present
+OPTIONAL_RATES = ("accuracy_all_faces", "macro_auc_roc", "val_accuracy", "fold_accuracy_mean")
+#: [low, high] bootstrap intervals of rates (or null)
+INTERVALS = ("accuracy_ci95", "macro_f1_ci95")
+#: what a record measured: a rerun of the same thing may replace its file, a different thing may not
+IDENTITY = ("dataset", "label_set", "split")
+
+
+def safe_name(kind: str, name) -> str:
+    """``name`` if it is safe as one path component under ``results/`` (see ``_NAME``), else ValueError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"{kind} {name!r} cannot name a results file: use letters, digits, '_', '.' and '-', "
+                         f"not starting with '.' or '-' and without '..'")
+    return name
+
+
+def plain(value, where: str = "record"):
+    """``value`` as plain JSON data: numpy scalars and arrays as Python numbers and lists, tuples as lists,
+    paths as strings, NaN and infinities as None (JSON has none of them). Any other type is a TypeError
+    naming where it is."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else str(plain(k, where))): plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{where} is a {type(value).__name__} ({value!r:.80}), which a JSON record cannot hold; "
+                    "store a number, string, list or dict")
+
+
+def _is_rate(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
 
 
 def _confusion_scores(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,40 +240,114 @@ def make_record(
 
 
 def validate_record(record: dict[str, Any]) -> None:
-    """Raise ValueError naming every missing key or inconsistent value of a record."""
+    """Raise ValueError naming every missing key or inconsistent value of a record.
+
+    Checked: the required keys; names safe as file names; every rate in [0, 1] (NaN is not); intervals
+    ordered within [0, 1]; the confusion matrix square over ``class_order``, summing to ``n_eval``, its
+    trace / sum equal to ``accuracy`` (to 1e-6) and its rows to the per-class supports. numpy values are
+    accepted (:func:`plain` makes them JSON when the record is written)."""
+    record = plain(record)
     problems = [f"missing {key!r}" for key in REQUIRED_KEYS if key not in record]
     if not problems:
-        for key in ("chapter", "model"):
-            if not _NAME.match(str(record[key])):
-                problems.append(f"{key}={record[key]!r} must use letters, digits, '_', '.', '-' (it names a file)")
-        for key in ("accuracy", "macro_f1", "coverage"):
-            value = record[key]
-            if not (isinstance(value, (int, float)) and 0 <= value <= 1 and not math.isnan(value)):
-                problems.append(f"{key}={value!r} is not a fraction in [0, 1]")
-        if record["n_eval"] > record["n_split"]:
+        for key in ("profile", "chapter", "model"):
+            try:
+                safe_name(key, record[key])
+            except ValueError:
+                problems.append(f"{key}={record[key]!r} must use letters, digits, '_', '.', '-' (it names a file; "
+                                "no leading '.' or '-', no '..')")
+        for key in RATES:
+            if not _is_rate(record[key]):
+                problems.append(f"{key}={record[key]!r} is not a fraction in [0, 1]")
+        for key in OPTIONAL_RATES:
+            if record.get(key) is not None and not _is_rate(record[key]):
+                problems.append(f"{key}={record[key]!r} is not a fraction in [0, 1] (or null)")
+        for key in INTERVALS:
+            value = record.get(key)
+            if value is not None and not (isinstance(value, list) and len(value) == 2 and all(map(_is_rate, value))
+                                          and value[0] <= value[1]):
+                problems.append(f"{key}={value!r} is not an interval [low, high] within [0, 1] (or null)")
+        counts = [record[key] for key in ("n_eval", "n_split")]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+            problems.append(f"n_eval {counts[0]!r} and n_split {counts[1]!r} must be counts (integers >= 0)")
+        elif record["n_eval"] > record["n_split"]:
             problems.append(f"n_eval {record['n_eval']} > n_split {record['n_split']}")
-        n = len(record["class_order"])
-        if np.shape(record["confusion"]) != (n, n):
-            problems.append(f"confusion is not {n}x{n}")
-        elif int(np.sum(record["confusion"])) != record["n_eval"]:
-            problems.append("confusion does not sum to n_eval")
+        problems += _confusion_problems(record)
     if problems:
         raise ValueError("Invalid results record: " + "; ".join(problems))
 
 
+def _confusion_problems(record: dict[str, Any]) -> list[str]:
+    """The confusion matrix against the record's own class order, counts, accuracy and per-class supports."""
+    n = len(record["class_order"])
+    try:
+        cm = np.asarray(record["confusion"], dtype=float)
+    except (TypeError, ValueError):
+        return ["confusion is not a matrix of counts"]
+    if cm.shape != (n, n):
+        return [f"confusion is not {n}x{n}"]
+    if not (np.isfinite(cm).all() and (cm >= 0).all() and (cm == np.round(cm)).all()):
+        return ["confusion holds values that are not counts"]
+    problems = []
+    total = int(cm.sum())
+    if total != record["n_eval"]:
+        problems.append(f"confusion sums to {total}, not n_eval {record['n_eval']}")
+    if total and _is_rate(record["accuracy"]) and abs(np.trace(cm) / total - record["accuracy"]) > 1e-6:
+        problems.append(f"accuracy {record['accuracy']} is not the confusion matrix's trace / sum "
+                        f"({int(np.trace(cm))} / {total} = {np.trace(cm) / total:.6f})")
+    per_class = record["per_class"]
+    if not isinstance(per_class, dict) or set(per_class) != set(record["class_order"]):
+        problems.append(f"per_class names {sorted(per_class) if isinstance(per_class, dict) else per_class!r}, "
+                        f"not the class_order {record['class_order']}")
+        return problems
+    for row, name in zip(cm, record["class_order"]):
+        scores = per_class[name] if isinstance(per_class[name], dict) else {}
+        bad = [k for k in ("precision", "recall", "f1") if not _is_rate(scores.get(k))]
+        if bad:
+            problems.append(f"per_class.{name}: {', '.join(bad)} not fractions in [0, 1]")
+        if scores.get("support") != int(row.sum()):
+            problems.append(f"per_class.{name}.support {scores.get('support')!r} is not its confusion row's sum {int(row.sum())}")
+    return problems
+
+
 def record_path(profile: str, chapter: str, model: str) -> Path:
-    return results_dir(profile) / f"{chapter}__{model}.json"
+    return results_dir(safe_name("profile", profile)) / f"{safe_name('chapter', chapter)}__{safe_name('model', model)}.json"
 
 
 def write_record(record: dict[str, Any]) -> Path:
-    """Write a validated record to ``results/<profile>/<chapter>__<model>.json`` (overwriting a rerun);
-    with ``$FER_MLFLOW_URI`` set, also log it to MLflow (:mod:`fer_lib.tracking`)."""
+    """Write a validated record to ``results/<profile>/<chapter>__<model>.json`` as strict JSON (numpy values
+    as numbers, NaN as null: :func:`plain`). A rerun of the same thing overwrites it; a record of another
+    dataset, label set or split under the same chapter and model name is refused (it would silently
+    replace a result). With ``$FER_MLFLOW_URI`` set, also log it to MLflow (:mod:`fer_lib.tracking`)."""
+    record = plain(record)
     validate_record(record)
     path = record_path(record["profile"], record["chapter"], record["model"])
+    _refuse_replacing_another(path, record)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    text = json.dumps(record, indent=1, sort_keys=False, allow_nan=False) + "\n"
+    temporary = path.with_name(path.name + ".partial")  # renamed over the old file: never half written
+    temporary.write_text(text)
+    temporary.replace(path)
     tracking.log_record(record, path)
     return path
+
+
+def _refuse_replacing_another(path: Path, record: dict[str, Any]) -> None:
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # unreadable: nothing it says can be lost; replaced, said so
+        warnings.warn(f"{path} was not a readable record ({type(error).__name__}: {error}); it is replaced",
+                      stacklevel=3)
+        return
+    if not isinstance(old, dict):
+        return
+    before, after = ({key: r.get(key) for key in IDENTITY} for r in (old, record))
+    if before != after:
+        raise ValueError(
+            f"{path} holds {record['model']!r} of chapter {record['chapter']} on {before}; the new record is on "
+            f"{after}. Writing it would replace that result: give the new record its own model name (e.g. "
+            f"with the split or label set as a suffix), or delete {path} if the old result is obsolete")
 
 
 def load_records(profile: str) -> pd.DataFrame:
@@ -250,8 +369,8 @@ SELECTION = "selection"
 def predictions_path(profile: str, chapter: str, model: str, split: str | None = None) -> Path:
     """Where a model's per-image predictions are: on its record's split (``split`` None) or, with
     ``split=SELECTION``, on the split that chose it."""
-    suffix = "" if split is None else f".{split}"
-    return results_dir(profile) / f"{chapter}__{model}{suffix}.predictions.csv"
+    suffix = "" if split is None else f".{safe_name('split', split)}"
+    return record_path(profile, chapter, model).with_name(f"{chapter}__{model}{suffix}.predictions.csv")
 
 
 def write_predictions(record: dict[str, Any], ids, y_true, probabilities, split: str | None = None) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from . import progress, tracking
-from .params import DEFAULT_PROFILE, PROFILES
+from .params import DEFAULT_PROFILE, PROFILES, read_yaml
 from .paths import ROOT_ENV, executed_dir, repo_root
 
 
@@ -37,6 +37,24 @@ def _chapter_name(name: str) -> str:
     if len(found) != 1:
         raise SystemExit(f"No single chapter matches {name!r}; chapters are: {', '.join(chapters())}")
     return found[0]
+
+
+def check_params(names: list[str], profile: str) -> None:
+    """Validate the profile's parameter block of every chapter about to run (``params.load_params``), so a
+    typo in chapter 9's block stops ``execute`` before chapter 1 spends its hour. Chapters without a
+    schema (a test's tiny book) have no block to check."""
+    from .param_schema import CHAPTER_SCHEMAS
+    from .params import ParamsError, load_params
+
+    problems = []
+    for name in names:
+        if name in CHAPTER_SCHEMAS:
+            try:
+                load_params(profile, name)
+            except (ParamsError, FileNotFoundError) as error:
+                problems.append(str(error))
+    if problems:
+        raise SystemExit("\n".join(problems))
 
 
 #: ``VERBOSE=1`` (``make book VERBOSE=1``): the kernel's own output — TensorFlow's, absl's and MediaPipe's C++
@@ -80,6 +98,16 @@ def _kernel_manager(env: dict[str, str], output, pass_fds: tuple[int, ...]):
     return ChapterKernelManager
 
 
+def _chapter_notebook(chapter: str, profile: str):
+    """``(chapter's full name, its notebook read from book/<chapter>.py)``, after checking the profile."""
+    import jupytext
+
+    if profile not in PROFILES:
+        raise SystemExit(f"Unknown profile {profile!r}; choose one of {PROFILES}")
+    chapter = _chapter_name(chapter)
+    return chapter, jupytext.read(repo_root() / "book" / f"{chapter}.py")
+
+
 def execute(chapter: str, profile: str = DEFAULT_PROFILE, parameters: dict | None = None,
             kernel: str | None = None, log_output: bool = False) -> Path:
     """Run one chapter under a profile; returns the executed notebook's path and prints one line: the
@@ -91,16 +119,12 @@ def execute(chapter: str, profile: str = DEFAULT_PROFILE, parameters: dict | Non
     (:mod:`fer_lib.progress`) are drawn on this process's stderr. A failing cell raises
     :class:`ChapterFailed` naming the cell and the error; papermill has saved the notebook up to it.
     """
-    import jupytext
     import papermill
     from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
-    if profile not in PROFILES:
-        raise SystemExit(f"Unknown profile {profile!r}; choose one of {PROFILES}")
-    chapter = _chapter_name(chapter)
+    chapter, notebook = _chapter_notebook(chapter, profile)
     root = repo_root()
-    notebook = jupytext.read(root / "book" / f"{chapter}.py")
     out = executed_dir(profile) / f"{chapter}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault(ROOT_ENV, str(root))  # the kernel inherits it, whatever its working dir
@@ -173,15 +197,12 @@ def prepare(chapter: str, profile: str, out_dir: str | Path, parameters: dict | 
     ``make test`` gives these to ``pytest --nbval-lax``, which then executes each chapter once: running it
     with papermill first and letting nbval run it again cost CI a second execution of every chapter.
     """
-    import jupytext
     import papermill
 
-    if profile not in PROFILES:
-        raise SystemExit(f"Unknown profile {profile!r}; choose one of {PROFILES}")
-    chapter = _chapter_name(chapter)
+    chapter, notebook = _chapter_notebook(chapter, profile)
     out = Path(out_dir) / f"{chapter}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(jupytext.read(repo_root() / "book" / f"{chapter}.py"), str(out),
+    papermill.execute_notebook(notebook, str(out),
                                parameters={"profile": profile, **(parameters or {})}, prepare_only=True,
                                progress_bar=False)
     return out
@@ -261,7 +282,7 @@ def _parse_parameters(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise SystemExit(f"-p takes key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        parameters[key] = yaml.safe_load(value)  # numbers, booleans and null as YAML reads them
+        parameters[key] = read_yaml(value)  # numbers (1e-3 too), booleans and null as a profile reads them
     return parameters
 
 
@@ -298,7 +319,9 @@ def main(argv=None):
             raise SystemExit(1) from None
         print(f"full FER2013 ({layout}) at {location}")
     elif args.command == "execute":
-        for chapter in args.chapter or chapters():
+        names = [_chapter_name(name) for name in args.chapter or chapters()]  # all resolved before any runs
+        check_params(names, args.profile)
+        for chapter in names:
             try:
                 execute(chapter, args.profile, _parse_parameters(args.parameter), args.kernel, args.log_output)
             except ChapterFailed as failure:  # one line, no traceback: the saved notebook has it

@@ -7,7 +7,9 @@ wall-clock budget and the on-disk cache behave the same everywhere:
   are the ones kept (also when training ends by budget or epoch limit);
 - ``cache/models/<name>-<digest>/`` holds the finished model and ``fit.json`` (config, history,
   time, device, why it stopped). The digest covers the model options, the training configuration
-  and the exact arrays, so a rerun of a chapter reloads instead of retraining, and any change retrains;
+  and the exact arrays, so a rerun of a chapter reloads instead of retraining, and any change retrains.
+  It cannot cover the builder's code: a cached model is loaded only if its architecture is the one
+  ``build()`` makes now (:func:`stale_architecture`), else it is set aside and the model retrained;
 - an interrupted fit resumes from its last finished epoch (``keras.callbacks.BackupAndRestore``),
   and the time already spent counts against the budget;
 - ``time_budget_s`` stops training before an epoch would overrun the budget — how the ``full``
@@ -444,6 +446,94 @@ def fit_key(name: str, options: dict[str, Any] | None, config: "TrainConfig", x_
         sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def architecture(model) -> Any:
+    """``model.get_config()`` without what differs between two builds of the same architecture: layer names
+    (Keras numbers them per process: dense, dense_1, ...) become their order of appearance, wherever they
+    are referenced; ``trainable`` flags (training may freeze or unfreeze layers) are left out; tuples are
+    lists, as after a save and load. What remains: layer classes, their order and connections, shapes,
+    units, filters, kernel sizes and every other configured value."""
+    config = model.get_config()
+    names: dict[str, str] = {}
+    if isinstance(config.get("name"), str):
+        names[config["name"]] = "<model>"
+
+    def collect(node):
+        if isinstance(node, dict):
+            for layer in node.get("layers") if isinstance(node.get("layers"), list) else ():
+                name = (layer.get("config") or {}).get("name", layer.get("name")) if isinstance(layer, dict) else None
+                if isinstance(name, str):
+                    names.setdefault(name, f"<layer {len(names)}>")
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                collect(value)
+
+    def rename(node):
+        if isinstance(node, dict):
+            return {key: rename(value) for key, value in node.items() if key != "trainable"}
+        if isinstance(node, (list, tuple)):
+            return [rename(value) for value in node]
+        return names.get(node, node) if isinstance(node, str) else node
+
+    collect(config)
+    return rename(config)
+
+
+def _first_difference(a, b, where: str = "config") -> str | None:
+    """Where two normalised configs first differ, for the note (None: equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if key not in a or key not in b:
+                return f"{where}.{key} only in the {'cached' if key in a else 'new'} model"
+            found = _first_difference(a[key], b[key], f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{where}: {len(a)} entries cached, {len(b)} now"
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _first_difference(x, y, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b else f"{where}: {a!r} cached, {b!r} now"
+
+
+def stale_architecture(model, build: Callable[[], Any]) -> str | None:
+    """How a cached ``model`` differs from a fresh, untrained ``build()`` (:func:`architecture`), or None
+    when they agree — or when either cannot be described (then the cached model is trusted, as before).
+    The fresh build leaves Python's and NumPy's global random state as it found it."""
+    import random
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        return _first_difference(architecture(model), architecture(build()))
+    except Exception as error:  # noqa: BLE001 - e.g. a builder that downloads weights, offline: keep the cache
+        print(f"could not compare the cached model with its builder ({type(error).__name__}: {error}); "
+              "using the cached model", flush=True)
+        return None
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _set_aside(run_dir: Path, stored: Path | None) -> Path:
+    """Move a stale run folder to ``<run>.stale`` (replacing an older one) and drop a store's stale finished
+    model, so the retraining starts from nothing and the store mirrors it. Returns the stale folder."""
+    import shutil
+
+    aside = run_dir.with_name(run_dir.name + ".stale")
+    if aside.exists():
+        shutil.rmtree(aside)
+    run_dir.rename(aside)
+    if stored is not None:
+        for name in ("model.keras", "fit.json"):
+            (stored / name).unlink(missing_ok=True)
+    return aside
+
+
 def fit(
     build: Callable[[], Any],
     x_train, y_train, x_val, y_val,
@@ -481,10 +571,17 @@ def fit(
     if cache and model_path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         model = load_model(model_path)
-        if stored is not None and _epochs_in(stored) < _epochs_in(run_dir):
-            store_finished(model, build, run_dir, stored)  # trained before the store was named: keep it there too
-        progress.note("fit", computed=False)
-        return FitResult.from_meta(model, meta, run_dir, from_cache=True)
+        changed = stale_architecture(model, build)
+        if changed is None:
+            if stored is not None and _epochs_in(stored) < _epochs_in(run_dir):
+                store_finished(model, build, run_dir, stored)  # trained before the store was named: keep it there too
+            progress.note("fit", computed=False)
+            return FitResult.from_meta(model, meta, run_dir, from_cache=True)
+        # the key covers the builder's options, not its code: a changed builder has the same key
+        aside = _set_aside(run_dir, stored)
+        print(f"{run_dir.name}: the cached model's architecture is not what the builder makes now ({changed}); "
+              f"retraining (the old run is kept in {aside.name})", flush=True)
+        del model
     progress.note("fit", computed=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     history_path, best_path = run_dir / "history.csv", run_dir / "best.weights.h5"
