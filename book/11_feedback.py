@@ -193,7 +193,7 @@ for seed in P.seeds:
                      "best epoch": version.get("fit", {}).get("best_epoch", 0), "fine-tune s": seconds,
                      "reused": bool(tuned and tuned.reused)})
     store.close()
-detector.__exit__(None, None, None)
+detector.close()
 curve = pd.DataFrame(rows)
 for measure in ("held-out accuracy", "PrivateTest accuracy"):  # paired with the same seed's k = 0
     curve[f"{measure} change"] = curve[measure] - curve.seed.map(curve[curve.k == 0].set_index("seed")[measure])

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .labels import CKPLUS7, EMOTION7, LSTM_TRAINING_CAPS, LabelSet, canonical_emotion, get_label_set
+from .images import to_uint8 as _to_uint8  # one pixel rule for loaders and detectors
 from .paths import resolve_data_dir
 
 #: FER2013's split names, in protocol order: train on Training, select on PublicTest, report on PrivateTest.
@@ -367,40 +368,6 @@ def _native(name: str, label_set: LabelSet, images, emotions, split, subject, id
         meta=meta or {},
         report=report,
     )
-
-
-def _to_uint8(pixels: np.ndarray) -> tuple[np.ndarray | None, str]:
-    """``(uint8 pixels, how)`` by the range of the pixels' type (``how`` is ``""`` for uint8, kept as
-    is), or ``(None, why)`` when no rule maps them. Unsigned and non-negative integers holding only
-    0..255 are taken as 8-bit grey levels (an 8-bit picture stored wider: PIL's ``I;16``, a numpy
-    int64 array); 16-bit ones beyond it scale by 0..65535 (0..32767 signed); floats by 0..1, or as
-    0..255 when they exceed 1. Negative, non-finite and wider-than-16-bit values beyond 255 have no
-    agreed range, so they are refused rather than guessed."""
-    if pixels.dtype == np.uint8:
-        return pixels, ""
-    if pixels.dtype == np.bool_:
-        return pixels.astype(np.uint8) * 255, "boolean image as 0 / 255"
-    if pixels.dtype.kind not in "uif":
-        return None, f"{pixels.dtype} values"
-    if pixels.size == 0:
-        return pixels.astype(np.uint8), ""
-    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
-        return None, "non-finite values"
-    low, high = pixels.min(), pixels.max()
-    if low < 0:
-        return None, f"negative values (down to {low:g})"
-    if pixels.dtype.kind == "f":
-        if high <= 1:
-            return np.round(pixels * 255).astype(np.uint8), f"{pixels.dtype} image scaled from 0..1"
-        if high <= 255:
-            return np.round(pixels).astype(np.uint8), f"{pixels.dtype} image taken as 0..255"
-        return None, f"float values above 255 (up to {high:g})"
-    if high <= 255:
-        return pixels.astype(np.uint8), f"{pixels.dtype} image holding 8-bit values"
-    if pixels.dtype.itemsize == 2:
-        full = np.iinfo(pixels.dtype).max
-        return np.round(pixels * (255 / full)).astype(np.uint8), f"{pixels.dtype} image scaled from 0..{full}"
-    return None, f"{pixels.dtype} values above 255 (up to {high})"
 
 
 #: Formats without an alpha channel, spared the second decode that looks for one.

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .data import PerImageColumns
+from .images import detector_image, detector_images
 from .paths import PACKAGE_DIR, face_landmarker_path, repo_root, sha256
 
 N_LANDMARKS = 478
@@ -151,12 +152,35 @@ def to_original_pixels(landmarks, rgb_shape, attempt: Attempt, scale: float) -> 
     return points / scale
 
 
+@lru_cache(maxsize=1)
+def mediapipe_tasks():
+    """``(mediapipe, BaseOptions, vision)``, imported once. MediaPipe keeps the error of its optional audio
+    import (``audio_record.sd_error``: no PortAudio here) with its traceback, which holds every frame of the
+    stack that first imported it: the first extractor of a process, a local of that stack, then outlived
+    its last reference and was closed only by the garbage collector or at exit. The traceback is dropped
+    (the error itself, raised if audio is ever used, is kept)."""
+    import mediapipe
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    try:
+        from mediapipe.tasks.python.audio.core import audio_record
+    except ImportError:  # pragma: no cover - a MediaPipe without the audio tasks
+        audio_record = None
+    error = getattr(audio_record, "sd_error", None)
+    if isinstance(error, BaseException):
+        error.__traceback__ = None
+    return mediapipe, BaseOptions, vision
+
+
 class FaceMeshExtractor:
-    """FaceLandmarker with blendshapes and transformation matrices; a context manager (closes the graph)."""
+    """FaceLandmarker with blendshapes and transformation matrices. Close it: ``with FaceMeshExtractor(...) as
+    extractor:`` or :meth:`close` (idempotent); an extractor left to the garbage collector closes MediaPipe's
+    graph at an arbitrary point, inside another extraction or at exit."""
 
     def __init__(self, attempts=DEFAULT_ATTEMPTS, min_confidence: float = 0.3):
-        from mediapipe.tasks.python import BaseOptions, vision
+        _, BaseOptions, vision = mediapipe_tasks()
 
+        self.landmarker = None  # close() works on a half-made extractor
         if not attempts:
             raise ValueError("give at least one Attempt")
         self.attempts = tuple(Attempt(**a) if isinstance(a, dict) else a for a in attempts)
@@ -168,16 +192,27 @@ class FaceMeshExtractor:
         )
         self.landmarker = vision.FaceLandmarker.create_from_options(options)
 
+    def close(self) -> None:
+        """Close MediaPipe's graph now (a second call does nothing)."""
+        landmarker, self.landmarker = self.landmarker, None
+        if landmarker is not None:
+            landmarker.close()
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.landmarker.close()
+        self.close()
 
-    def extract_one(self, gray: np.ndarray, attempt: Attempt):
-        """(landmarks (478, 3) in the original pixels, blendshapes {name: score}, matrix (4, 4)) or None."""
-        import mediapipe as mp
+    def extract_one(self, gray: np.ndarray, attempt: Attempt, *, where: str = "image"):
+        """(landmarks (478, 3) in the original pixels, blendshapes {name: score}, matrix (4, 4)) or None.
+        ``gray``: any image :func:`fer_lib.images.detector_image` accepts (``where`` names it in its errors)."""
+        from .preprocess import to_gray
 
+        if self.landmarker is None:
+            raise RuntimeError("this FaceMeshExtractor is closed; make a new one (with FaceMeshExtractor(...) as ...)")
+        mp = mediapipe_tasks()[0]
+        gray = to_gray(detector_image(gray, where))  # a grey uint8 image is passed on as it is
         rgb, scale = prepare(np.ascontiguousarray(gray[:, ::-1]) if attempt.mirror else gray, attempt)
         result = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
         if not result.face_landmarks:
@@ -189,10 +224,12 @@ class FaceMeshExtractor:
             return unmirror(points, blendshapes, matrix, gray.shape[1])
         return points, blendshapes, matrix
 
-    def extract(self, images) -> dict[str, np.ndarray]:
-        """Arrays for a batch of images: each goes through the attempts until one finds a face."""
+    def extract(self, images, *, ids=None) -> dict[str, np.ndarray]:
+        """Arrays for a batch of images: each goes through the attempts until one finds a face. The batch is
+        checked first (:func:`fer_lib.images.detector_images`; ``ids`` name the images in its errors)."""
         from .preprocess import to_gray
 
+        images = detector_images(images, ids)
         n = len(images)
         out = {
             "detected": np.zeros(n, bool), "attempt": np.full(n, -1, np.int16), "ms": np.zeros(n, np.float32),
@@ -289,9 +326,9 @@ class FaceMeshFeatures(PerImageColumns):
         return pd.DataFrame(rows).set_index("attempt")
 
 
-def _extract_chunk(number, images, attempts, min_confidence):
+def _extract_chunk(number, images, attempts, min_confidence, ids=None):
     with FaceMeshExtractor(attempts, min_confidence) as extractor:  # built in the worker: it does not pickle
-        return number, extractor.extract(images)
+        return number, extractor.extract(images, ids=ids)
 
 
 def _cache_folder(dataset, attempts, min_confidence, cache_dir=None) -> Path:
@@ -305,10 +342,12 @@ def _cache_folder(dataset, attempts, min_confidence, cache_dir=None) -> Path:
 
 def extract_dataset(dataset, attempts=DEFAULT_ATTEMPTS, *, min_confidence: float = 0.3, n_jobs: int = -1,
                     chunk_size: int = 500, cache: bool = True, cache_dir=None,
-                    progress: bool = True) -> FaceMeshFeatures:
+                    progress: bool = True, executor=None) -> FaceMeshFeatures:
     """:class:`FaceMeshFeatures` for every image of ``dataset`` (parallel, cached per chunk, resumable).
 
-    ``cache_dir`` defaults to ``<book>/cache/face_mesh``.
+    ``cache_dir`` defaults to ``<book>/cache/face_mesh``. ``executor``: a :class:`concurrent.futures.Executor`
+    (e.g. a Dask client's ``client.get_executor()``, see :mod:`fer_lib.executors`) that runs the same chunks
+    instead of joblib's ``n_jobs`` processes; the features and the cache are the same either way.
     """
     from joblib import Parallel, delayed
 
@@ -321,9 +360,16 @@ def extract_dataset(dataset, attempts=DEFAULT_ATTEMPTS, *, min_confidence: float
     todo = [number for number, path in enumerate(paths) if not (cache and path.is_file())]
     bars.note("extraction", computed=bool(todo))
     if todo:
+        detector_images(dataset.images, dataset.ids, f"{dataset.name} image")  # refused here, not in a worker
         folder.mkdir(parents=True, exist_ok=True)
-        jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(_extract_chunk)(n, dataset.images[chunks[n]], attempts, min_confidence) for n in todo)
+        calls = ((n, dataset.images[chunks[n]], attempts, min_confidence, np.asarray(dataset.ids)[chunks[n]])
+                 for n in todo)  # lazy, as before: joblib copies out a chunk only when a worker is free for it
+        if executor is None:
+            jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_extract_chunk)(*c) for c in calls)
+        else:
+            from .executors import results
+
+            jobs = results(executor, _extract_chunk, calls, ordered=False)
         with bars.bar(total=sum(len(chunks[n]) for n in todo), desc=f"MediaPipe on {dataset.name}", unit="image",
                       disable=not progress) as shown:
             for number, arrays in jobs:

@@ -719,7 +719,7 @@ def fine_tune(model, store, *, replay=None, replay_size: int | None = None, repl
         x, _ = pixel_inputs(np.concatenate([faces_c, faces_r]), spec_input, detector)
     finally:
         if own_detector:
-            detector.__exit__(None, None, None)
+            detector.close()
     x_c, x_r = x[:len(faces_c)], x[len(faces_c):]
 
     n_val_c = max(1, int(round(val_fraction * len(usable)))) if val_fraction > 0 and len(usable) >= 5 else 0

@@ -56,10 +56,10 @@ class FaceFinder:
     side on every side (FER2013's faces include the forehead and some background), cut out grey at 48 px."""
 
     def __init__(self, max_faces: int = 8, margin: float = 0.2, min_confidence: float = 0.5, size: int = 48):
-        from mediapipe.tasks.python import BaseOptions, vision
-
+        from .face_mesh import mediapipe_tasks
         from .paths import face_landmarker_path
 
+        _, BaseOptions, vision = mediapipe_tasks()  # imported as the extractors do: no graph outlives its finder
         options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(face_landmarker_path())),
                                                num_faces=max_faces, min_face_detection_confidence=min_confidence)
         self.landmarker = vision.FaceLandmarker.create_from_options(options)
@@ -69,13 +69,23 @@ class FaceFinder:
         return self
 
     def __exit__(self, *exc):
-        self.landmarker.close()
+        self.close()
+
+    def close(self) -> None:
+        """Close MediaPipe's graph now (idempotent), not whenever the garbage collector gets to it."""
+        if self.landmarker is not None:
+            self.landmarker.close()
+            self.landmarker = None
 
     def find(self, image: np.ndarray) -> Faces:
         import cv2
         import mediapipe as mp
 
-        gray = to_gray(image)
+        from .images import detector_image
+
+        if self.landmarker is None:
+            raise RuntimeError("this FaceFinder is closed; make a new one")
+        gray = to_gray(detector_image(image))  # a float, 16-bit or empty image: a clear error, not MediaPipe's
         rgb = np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
         result = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
         height, width = gray.shape

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import progress
+from .images import describe, detector_image, detector_images
 from .paths import dlib_shape_predictor_path, face_landmarker_path
 
 
@@ -49,11 +50,14 @@ def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# Detectors: each takes a grey uint8 image and returns the largest face, or None.
+# Detectors: each takes a grey uint8 image and returns the largest face, or None. Each checks its input with
+# fer_lib.images.detector_image first: a float, 16-bit or empty image gets an error naming it and the fix
+# (or, where the reading is unambiguous, is converted), never the detector's own cryptic failure.
 
 
 class Detector:
-    """Base of the detectors: ``detect(gray) -> Detection | None``; usable as a context manager."""
+    """Base of the detectors: ``detect(gray) -> Detection | None``; usable as a context manager, and
+    :meth:`close` may be called any number of times."""
 
     name = "detector"
 
@@ -94,7 +98,8 @@ class HaarDetector(Detector):
         self.upscale_to, self.padding = upscale_to, padding
 
     def detect(self, gray: np.ndarray) -> Detection | None:
-        scale = max(1.0, self.upscale_to / max(gray.shape)) if self.upscale_to else 1.0
+        gray = detector_image(gray)  # OpenCV's cascade reads grey, BGR and BGRA as they are
+        scale = max(1.0, self.upscale_to / max(gray.shape[:2])) if self.upscale_to else 1.0
         image = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC) if scale != 1 else gray
         pad = self.padding
         if pad:
@@ -124,7 +129,10 @@ class DlibHogDetector(Detector):
         self.upscale_to, self.upsample = upscale_to, upsample
 
     def detect(self, gray: np.ndarray) -> Detection | None:
-        scale = max(1.0, self.upscale_to / max(gray.shape))
+        gray = detector_image(gray)
+        if gray.ndim == 3 and gray.shape[2] != 3:  # dlib reads grey and 3-channel images only
+            gray = to_gray(gray)
+        scale = max(1.0, self.upscale_to / max(gray.shape[:2]))
         big = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC) if scale != 1 else gray
         faces = list(self.detector(big, self.upsample))
         if not faces:
@@ -153,8 +161,10 @@ class MediaPipeDetector(Detector):
     name = "mediapipe"
 
     def __init__(self, input_size: int = 192, padding: int = 24, min_confidence: float = 0.3):
-        from mediapipe.tasks.python import BaseOptions, vision
+        from .face_mesh import mediapipe_tasks
 
+        _, BaseOptions, vision = mediapipe_tasks()
+        self.landmarker = None  # close() works on a half-made detector
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(face_landmarker_path())),
             num_faces=1, min_face_detection_confidence=min_confidence,
@@ -164,10 +174,12 @@ class MediaPipeDetector(Detector):
 
     def landmarks(self, gray: np.ndarray) -> np.ndarray | None:
         """The 478 (x, y, z) landmarks in the input image's pixels (z in the same scale as x), or None."""
-        import mediapipe as mp
+        from .face_mesh import Attempt, mediapipe_tasks, prepare, to_original_pixels
 
-        from .face_mesh import Attempt, prepare, to_original_pixels
-
+        if self.landmarker is None:
+            raise RuntimeError("this MediaPipeDetector is closed; make a new one (with MediaPipeDetector(...) as ...)")
+        mp = mediapipe_tasks()[0]
+        gray = to_gray(detector_image(gray))  # the cascade's image is made from one grey channel
         attempt = Attempt(self.input_size, self.padding)
         rgb, scale = prepare(gray, attempt)
         result = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
@@ -186,7 +198,9 @@ class MediaPipeDetector(Detector):
         return Detection((x0, y0, x1, y1), tuple(left), tuple(right))
 
     def close(self):
-        self.landmarker.close()
+        landmarker, self.landmarker = self.landmarker, None
+        if landmarker is not None:
+            landmarker.close()
 
 
 DETECTORS = {"haar": HaarDetector, "dlib_hog": DlibHogDetector, "mediapipe": MediaPipeDetector}
@@ -205,6 +219,7 @@ def detect_faces(images: np.ndarray, detector, ids=None) -> pd.DataFrame:
     """
     rows = []
     for index, image in enumerate(images):
+        image = detector_image(image, describe(index, ids))
         started = time.perf_counter()
         detection = detector.detect(to_gray(image))
         ms = (time.perf_counter() - started) * 1000
@@ -298,12 +313,15 @@ def _detect_chunk(images, ids, name, options):
         return detect_faces(images, detector, ids)
 
 
-def detect_dataset(dataset, name: str, n_jobs: int = -1, cache: bool = True, **options) -> pd.DataFrame:
+def detect_dataset(dataset, name: str, n_jobs: int = -1, cache: bool = True, *, executor=None,
+                   **options) -> pd.DataFrame:
     """:func:`detect_faces` over a whole :class:`~fer_lib.data.FaceDataset`, one process per core.
 
     Results are cached in ``cache/detections/`` keyed by the detector, its options and the exact image
     ids and pixels, so a rerun (or the next chapter) reads them instead of detecting again. The ``ms``
-    column is the time measured when the cache was written.
+    column is the time measured when the cache was written. ``executor``: a
+    :class:`concurrent.futures.Executor` (e.g. a Dask client's ``client.get_executor()``, see
+    :mod:`fer_lib.executors`) that runs the same chunks instead of joblib's ``n_jobs`` processes.
     """
     import hashlib
     import json
@@ -321,10 +339,16 @@ def detect_dataset(dataset, name: str, n_jobs: int = -1, cache: bool = True, **o
         progress.note("extraction", computed=False)
         return pd.read_pickle(path)
     progress.note("extraction", computed=True)
+    detector_images(dataset.images, dataset.ids, f"{dataset.name} image")  # refused here, not in a worker
     chunks = [c for c in np.array_split(np.arange(len(dataset)), max(1, min(len(dataset) // 500, 64))) if len(c)]
-    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_detect_chunk)(dataset.images[c], dataset.ids[c], name, options) for c in chunks
-    )
+    if executor is None:
+        jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_detect_chunk)(dataset.images[c], dataset.ids[c], name, options) for c in chunks
+        )
+    else:
+        from .executors import results
+
+        jobs = results(executor, _detect_chunk, ((dataset.images[c], dataset.ids[c], name, options) for c in chunks))
     parts = list(progress.bar(jobs, total=len(chunks), desc=f"{name} on {dataset.name}", unit="chunk"))
     table = pd.concat(parts, ignore_index=True)
     if cache:

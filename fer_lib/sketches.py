@@ -33,6 +33,7 @@ import pandas as pd
 
 from . import progress
 from .data import PerImageColumns
+from .images import detector_image, detector_images
 from .paths import PACKAGE_DIR, dlib_shape_predictor_path, repo_root, sha256
 
 N_POINTS = 68
@@ -202,12 +203,20 @@ class Dlib68:
         if unknown:
             raise KeyError(f"face-box detectors {sorted(unknown)} are not among {SOURCES[:-1]} "
                            "(MediaPipe is the landmark fallback, not a box detector here)")
-        self.detectors = [(name, make_detector(name, **(options or {}))) for name, options in detectors.items()]
+        self.detectors = []
         self.crop_size = crop_size
-        self.predictor = _predictor()
+        try:  # what fails to build closes the detectors built before it
+            for name, options in detectors.items():
+                self.detectors.append((name, make_detector(name, **(options or {}))))
+            self.predictor = _predictor()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self):
-        for _, detector in self.detectors:
+        """Close the detectors now (a second call does nothing)."""
+        detectors, self.detectors = self.detectors, []
+        for _, detector in detectors:
             detector.close()
 
     def __enter__(self):
@@ -231,10 +240,11 @@ class Dlib68:
         return points / [sx, sy] + [x0, y0]
 
     def landmarks(self, gray: np.ndarray) -> Found | None:
-        """The 68 points of the face in an image (grey, BGR or BGRA uint8), or None when no detector finds a face."""
+        """The 68 points of the face in an image (grey, BGR or BGRA uint8; or any image
+        :func:`fer_lib.images.detector_image` converts), or None when no detector finds a face."""
         from .preprocess import to_gray
 
-        gray = to_gray(gray)
+        gray = to_gray(detector_image(gray))
         started = time.perf_counter()
         for name, detector in self.detectors:
             detection = detector.detect(gray)
@@ -349,9 +359,10 @@ class SketchLandmarks(PerImageColumns):
                              "emotion": dataset.emotions[missing]})
 
 
-def _landmark_chunk(images, detectors, crop_size):
+def _landmark_chunk(images, detectors, crop_size, ids=None):
     from .preprocess import to_gray
 
+    images = detector_images(images, ids)
     n = len(images)
     out = {"points": np.full((n, N_POINTS, 2), np.nan, np.float32), "source": np.full(n, LOST, dtype=object),
            "box": np.full((n, 4), np.nan, np.float32), "detect_ms": np.zeros(n, np.float32),
@@ -375,13 +386,15 @@ def _predictor_digest() -> str:
 
 def landmark_dataset(dataset, detectors: dict[str, dict] | None = None, *, crop_size: int = 250,
                      mediapipe="extract", index_map=None, n_jobs: int = -1, chunk_size: int = 500,
-                     cache: bool = True, cache_dir=None) -> SketchLandmarks:
+                     cache: bool = True, cache_dir=None, executor=None) -> SketchLandmarks:
     """:class:`SketchLandmarks` for every image of ``dataset``: :class:`Dlib68` (one process per core,
     cached in ``cache/sketch_landmarks``), then MediaPipe for the faces no detector found.
 
     ``mediapipe``: ``"extract"`` runs :func:`fer_lib.face_mesh.extract_dataset` on those faces only (cached
     like every extraction); a :class:`~fer_lib.face_mesh.FaceMeshFeatures` of ``dataset`` (e.g. a chapter's
     cached extraction) is used as it is; ``None`` leaves them lost. ``index_map``: see :func:`from_mediapipe`.
+    ``executor``: a :class:`concurrent.futures.Executor` (e.g. a Dask client's ``client.get_executor()``, see
+    :mod:`fer_lib.executors`) that runs the same chunks (and the MediaPipe extraction) instead of joblib.
     """
     from joblib import Parallel, delayed
 
@@ -397,9 +410,15 @@ def landmark_dataset(dataset, detectors: dict[str, dict] | None = None, *, crop_
     if cache and path.is_file():
         arrays = dict(np.load(path, allow_pickle=True))
     else:
+        detector_images(dataset.images, dataset.ids, f"{dataset.name} image")  # refused here, not in a worker
         chunks = [np.arange(s, min(s + chunk_size, len(dataset))) for s in range(0, len(dataset), chunk_size)]
-        jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_landmark_chunk)(dataset.images[c], detectors, crop_size) for c in chunks)
+        calls = ((dataset.images[c], detectors, crop_size, np.asarray(dataset.ids)[c]) for c in chunks)
+        if executor is None:
+            jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_landmark_chunk)(*c) for c in calls)
+        else:
+            from .executors import results
+
+            jobs = results(executor, _landmark_chunk, calls)
         parts = list(progress.bar(jobs, total=len(chunks), desc=f"dlib-68 on {dataset.name}", unit="chunk"))
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else \
             _landmark_chunk(dataset.images[:0], detectors, crop_size)
@@ -413,7 +432,8 @@ def landmark_dataset(dataset, detectors: dict[str, dict] | None = None, *, crop_
     if isinstance(mediapipe, FaceMeshFeatures):
         features = mediapipe.for_dataset(dataset.subset(missed))
     elif mediapipe == "extract":
-        features = extract_dataset(dataset.subset(missed), n_jobs=n_jobs, progress=False, cache=cache)
+        features = extract_dataset(dataset.subset(missed), n_jobs=n_jobs, progress=False, cache=cache,
+                                   executor=executor)
     else:
         raise ValueError(f"mediapipe must be 'extract', a FaceMeshFeatures or None, got {mediapipe!r}")
     rescued = missed[features.detected]

@@ -5,7 +5,9 @@
   ``stateful=True`` keeps its state from frame to frame (:meth:`FrameClassifier.reset` between
   videos); ``smoothing`` adds an exponential moving average of the probabilities, the plain
   engineering answer to flicker, to compare the LSTM's state with.
-- :func:`classify_video` runs a FrameClassifier over a video file or a camera (OpenCV ``VideoCapture``).
+- :func:`classify_video` runs a FrameClassifier over a video file or a camera (OpenCV ``VideoCapture``),
+  after :func:`open_video` has checked that the source is a video, and says how many of the frames the
+  file announces could not be read (a truncated or damaged file).
 - :func:`build_streams` makes synthetic test videos from still faces: ``n_frames`` jittered views of
   one face (small shifts, rotations, brightness changes and sensor noise, as a held camera gives),
   and transitions that cut from one face to another half way; :func:`stream_metrics` measures the
@@ -13,13 +15,16 @@
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
 from .face_mesh import DEFAULT_ATTEMPTS, FaceMeshExtractor
+from .images import detector_image
 
 
 def jittered_frames(image: np.ndarray, n_frames: int, rng: np.random.Generator, shift: float = 2.0,
@@ -84,6 +89,8 @@ class FrameClassifier:
     with stateful layers carries its state between calls. ``smoothing`` α in [0, 1): output
     α·previous + (1 − α)·current. ``attempts``: how MediaPipe is shown a frame (the default cascade
     suits 48-pixel faces; for a webcam frame pass ``(Attempt(input_size=<frame width>, padding=0),)``).
+    :meth:`step` opens a MediaPipe graph that :meth:`close` (idempotent) closes: use ``with FrameClassifier(...)
+    as classifier:`` or call it (:func:`classify_video` does at the end of a video).
     """
 
     def __init__(self, model, columns, class_names, *, smoothing: float | None = None,
@@ -134,9 +141,10 @@ class FrameClassifier:
         """Probabilities for one frame (grey or BGR), or None when MediaPipe finds no face (the state is kept)."""
         from .preprocess import to_gray
 
+        gray = to_gray(detector_image(frame, "frame"))  # refused before a MediaPipe graph is opened for it
         if self._extractor is None:
             self._extractor = FaceMeshExtractor(self.attempts, self.min_confidence)
-        found = self._extractor.extract([to_gray(frame)])
+        found = self._extractor.extract([gray])
         return self.step_features(found["blendshapes"][0]) if found["detected"][0] else None
 
     def run_features(self, scores: np.ndarray) -> np.ndarray:
@@ -157,25 +165,78 @@ class FrameClassifier:
         return out
 
     def close(self) -> None:
-        if self._extractor is not None:
-            self._extractor.__exit__(None, None, None)
-            self._extractor = None
+        """Close the MediaPipe graph :meth:`step` opened (a second call does nothing; a later step opens one)."""
+        extractor, self._extractor = self._extractor, None
+        if extractor is not None:
+            extractor.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+#: git's rule for telling text from binary: a NUL byte in the first 8000 bytes. Every video container has
+#: NUL bytes in its header; a text file has none, yet FFmpeg "decodes" one (its tty demuxer draws the
+#: characters as 640×400 frames of codec ``ansi``).
+_SNIFF_BYTES = 8000
+
+
+def _fourcc(capture) -> str:
+    code = int(capture.get(cv2.CAP_PROP_FOURCC))
+    return "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)).strip("\0") or "unknown"
+
+
+def open_video(source):
+    """``(capture, info)``: an opened ``cv2.VideoCapture`` of a video file (a path; or a URL or an image
+    sequence pattern OpenCV reads) or a camera (an integer index), and what the source announces (``source``,
+    ``fourcc``, ``fps``, ``frames_announced``: None when unknown, as for a camera or a stream). A ValueError
+    names the source, why it is not a video and what to give instead: a missing file, a text file, a file
+    OpenCV's FFmpeg cannot open."""
+    camera = isinstance(source, (int, np.integer))
+    path = None if camera else Path(source)
+    if path is not None and path.is_file():
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+        if not head:
+            raise ValueError(f"video file {source!r} is empty (0 bytes): give a video file that was written completely")
+        if b"\0" not in head:
+            raise ValueError(f"{source!r} is a text file, not a video (no NUL byte in its first {len(head)} bytes, "
+                             "as in every video container); give a video file (e.g. .mp4, .avi) or a camera index")
+    capture = cv2.VideoCapture(int(source) if camera else str(source))
+    if not capture.isOpened():
+        raise ValueError(f"OpenCV cannot open video source {source!r}: give an existing video file or a camera index")
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    info = {"source": str(source), "fourcc": _fourcc(capture), "fps": float(capture.get(cv2.CAP_PROP_FPS)),
+            "frames_announced": int(count) if not camera and count > 0 else None}
+    return capture, info
 
 
 def classify_video(source, classifier: FrameClassifier, max_frames: int | None = None) -> pd.DataFrame:
     """Run ``classifier`` over a video file (path) or a camera (an integer index) frame by frame, from a
     reset state. One row per frame read: ``frame``, ``face_found``, ``label`` (None without a face) and
-    the probability of each class."""
-    capture = cv2.VideoCapture(source)
-    if not capture.isOpened():
-        raise ValueError(f"OpenCV cannot open video source {source!r}: give an existing video file or a camera index")
+    the probability of each class.
+
+    The source is checked first (:func:`open_video`); a video whose first frame cannot be decoded is an
+    error. ``table.attrs["video"]`` holds what the source announced and ``frames_read`` / ``frames_missing``:
+    a file that ends before the frames its container announces (truncated, damaged) also gives a warning
+    with the count. The classifier's MediaPipe graph is closed at the end (:meth:`FrameClassifier.close`)."""
+    capture, info = open_video(source)
     classifier.reset()
     rows = []
     try:
+        ok, frame = capture.read()
+        if not ok:
+            raise ValueError(f"no frame of video source {source!r} could be decoded (codec {info['fourcc']}, "
+                             f"{info['frames_announced'] or 'unknown'} frames announced): the file is damaged or "
+                             "its codec is not one OpenCV's FFmpeg reads; re-encode it, e.g. "
+                             "ffmpeg -i IN -c:v libx264 OUT.mp4")
         while max_frames is None or len(rows) < max_frames:
-            ok, frame = capture.read()
-            if not ok:
-                break
+            if rows:  # the first frame is the one read above
+                ok, frame = capture.read()
+                if not ok:
+                    break
             probabilities = classifier.step(frame)
             row = {"frame": len(rows), "face_found": probabilities is not None,
                    "label": None if probabilities is None else classifier.class_names[int(np.argmax(probabilities))]}
@@ -185,7 +246,16 @@ def classify_video(source, classifier: FrameClassifier, max_frames: int | None =
             rows.append(row)
     finally:
         capture.release()
-    return pd.DataFrame(rows, columns=["frame", "face_found", "label", *classifier.class_names])
+        classifier.close()
+    table = pd.DataFrame(rows, columns=["frame", "face_found", "label", *classifier.class_names])
+    announced, stopped = info["frames_announced"], max_frames is not None and len(rows) >= max_frames
+    missing = announced - len(rows) if announced is not None and not stopped and len(rows) < announced else 0
+    table.attrs["video"] = {**info, "frames_read": len(rows), "frames_missing": missing}
+    if missing:
+        warnings.warn(f"video {source!r}: read {len(rows)} of the {announced} frames its container announces; "
+                      f"{missing} frames missing (a truncated or damaged file): the table has the frames read only. "
+                      "Re-copy or re-encode the file to classify all of it", stacklevel=2)
+    return table
 
 
 def flips(labels: np.ndarray) -> tuple[int, int]:
