@@ -1,7 +1,7 @@
 """Benchmark: MediaPipe extraction throughput (images/s) on Dask workers, 1 and 2 local workers by default.
 
     python benchmarks/scale_out.py 400                     # first 400 images of the committed sample, 1 and 2 workers
-    python benchmarks/scale_out.py 400 --write             # also write results/benchmarks/scale_out.json
+    python benchmarks/scale_out.py 400 --out benchmarks/scale_out.results.jsonl   # also append the result there
     python benchmarks/scale_out.py 5000 --data-dir /work/shared/data --workers 1 2 4
     python benchmarks/scale_out.py 20000 --data-dir /data/fer --scheduler tcp://10.0.0.5:8786
 
@@ -19,14 +19,14 @@ inside the tasks; the results come back here. The images are FER2013's, read her
 (default: the sample committed in ``data/sample``, 456 images; the full data for larger N).
 
 Speed depends on what else the machine runs: the 1-minute load before the runs is recorded beside it. Run
-with ``--write`` on a quiet machine only; speed is reported here, never asserted in a test.
+with ``--out`` on a quiet machine only (chapter 12 shows the last line of
+``benchmarks/scale_out.results.jsonl``); speed is reported here, never asserted in a test.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ import record
 
 import fer_lib
 from fer_lib import face_mesh
-from fer_lib.paths import repo_root, resolve_data_dir, sample_data_dir
+from fer_lib.paths import resolve_data_dir, sample_data_dir
 
 
 def _warm():
@@ -72,7 +72,8 @@ def main(argv=None):
     parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://HOST:8786): "
                                                           "one run on its workers instead of local clusters")
     parser.add_argument("--chunk-size", type=int, default=50, help="images per task (the same for every run)")
-    parser.add_argument("--write", action="store_true", help="write results/benchmarks/scale_out.json")
+    parser.add_argument("--out", default=None, help="append the result to this JSON-lines file "
+                                                    "(benchmarks/scale_out.results.jsonl is what chapter 12 reads)")
     args = parser.parse_args(argv)
 
     data_dir = resolve_data_dir(args.data_dir) if args.data_dir else sample_data_dir()
@@ -99,14 +100,11 @@ def main(argv=None):
     print(f"MediaPipe extraction of {len(faces)} FER2013 images, {args.chunk_size} per task "
           f"(load average before: {load_before})")
     print(table.to_string())
-    if args.write:
-        out = repo_root() / "results" / "benchmarks" / "scale_out.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out:
         result = {"images": len(faces), "data_dir": str(data_dir), "chunk_size": args.chunk_size,
-                  "scheduler": args.scheduler,
-                  "runs": table.reset_index().to_dict(orient="records"), **record.machine(load_before)}
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"written: {out}")
+                  "scheduler": args.scheduler, "date": time.strftime("%Y-%m-%d"),
+                  "runs": json.loads(table.reset_index().to_json(orient="records")), **record.machine(load_before)}
+        record.emit(result, args.out)
     if not table["identical"].all():
         raise SystemExit("the runs gave different features: see the 'identical' column")
 
