@@ -2,7 +2,7 @@
 
     python benchmarks/scale_out.py 400                     # first 400 images of the committed sample, 1 and 2 workers
     python benchmarks/scale_out.py 400 --out benchmarks/scale_out.results.jsonl   # also append the result there
-    python benchmarks/scale_out.py 5000 --data-dir /work/shared/data --workers 1 2 4
+    python benchmarks/scale_out.py 5000 --data-dir /work/shared/data --workers 1 2 4 --joblib 2   # + the local pool
     python benchmarks/scale_out.py 20000 --data-dir /data/fer --scheduler tcp://10.0.0.5:8786
 
 Each local run starts a ``LocalCluster`` of single-threaded worker processes, warms every worker (MediaPipe's
@@ -57,6 +57,16 @@ def _run(client, faces, chunk_size: int) -> tuple[dict, face_mesh.FaceMeshFeatur
             "images_per_s": round(len(faces) / seconds, 2), "coverage": round(features.coverage, 5)}, features
 
 
+def _run_joblib(faces, chunk_size: int, n_jobs: int) -> tuple[dict, face_mesh.FaceMeshFeatures]:
+    """The same extraction on this machine's joblib pool (no executor): what the chapters use by default.
+    Its start-up (the pool's processes importing MediaPipe) is inside the time: joblib starts them per call."""
+    started = time.perf_counter()
+    features = face_mesh.extract_dataset(faces, chunk_size=chunk_size, cache=False, progress=False, n_jobs=n_jobs)
+    seconds = time.perf_counter() - started
+    return {"workers": n_jobs, "threads": n_jobs, "startup_s": None, "seconds": round(seconds, 2),
+            "images_per_s": round(len(faces) / seconds, 2), "coverage": round(features.coverage, 5)}, features
+
+
 def _same(a: face_mesh.FaceMeshFeatures, b: face_mesh.FaceMeshFeatures) -> bool:
     return all(np.array_equal(getattr(a, key), getattr(b, key), equal_nan=key in ("landmarks", "blendshapes", "matrix"))
                for key in ("detected", "attempt", "landmarks", "blendshapes", "matrix"))
@@ -71,6 +81,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="local worker processes per run")
     parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://HOST:8786): "
                                                           "one run on its workers instead of local clusters")
+    parser.add_argument("--joblib", type=int, default=None, metavar="N_JOBS",
+                        help="also time the default local joblib pool with N_JOBS processes (no Dask), for reference")
     parser.add_argument("--chunk-size", type=int, default=50, help="images per task (the same for every run)")
     parser.add_argument("--out", default=None, help="append the result to this JSON-lines file "
                                                     "(benchmarks/scale_out.results.jsonl is what chapter 12 reads)")
@@ -94,6 +106,9 @@ def main(argv=None):
             row, features = _run(client, faces, args.chunk_size)
         first = features if first is None else first
         rows.append({"run": name, **row, "identical": _same(features, first)})
+    if args.joblib:
+        row, features = _run_joblib(faces, args.chunk_size, args.joblib)
+        rows.append({"run": f"joblib x{args.joblib}", **row, "identical": _same(features, first)})
     table = pd.DataFrame(rows).set_index("run")
     base = table["images_per_s"].iloc[0]
     table["speed-up"] = (table["images_per_s"] / base).round(2)

@@ -159,9 +159,8 @@ T = P.tuning
 tuning_train = training_subset(T["train_per_class"])
 x = inputs[chosen_input]
 started = time.perf_counter()
-trials, tuned = tuning.grid_search(
-    build(T["model"], {}, P.seed), T["grid"], x[tuning_train], y[tuning_train], x[split[VAL]], y[split[VAL]],
-    base, name=f"rq1-grid-{chosen_input}", epochs=T["epochs"], options={"model": T["model"], "augmentation": P.augmentation})
+# the search as data, so that distributed workers (`python -m fer_lib.tuning`) run exactly this one
+trials, tuned = tuning.rq1_grid_search(P, rq1, chosen_input).run()
 print(f"{len(trials)} trials of {len(tuning_train)} images × {T['epochs']} epochs; "
       f"{time.perf_counter() - started:.0f} s in this run (finished trials are read from cache/tuning)")
 trials.to_csv(results_dir(profile) / "03_rq1_2d__grid.csv", index=False)

@@ -48,7 +48,7 @@ from IPython.display import Markdown, display
 
 import fer_lib
 from fer_lib import anchors, blendshapes, experiment, face_mesh, plots, stream, training, tuning, zoo
-from fer_lib.data import TEST, TRAIN, VAL, concatenate, lstm_study_three_classes
+from fer_lib.data import TEST, TRAIN, VAL, concatenate
 from fer_lib.face_mesh import FaceMeshFeatures
 from fer_lib.paths import repo_root, results_dir
 
@@ -68,21 +68,10 @@ results_dir(profile).mkdir(parents=True, exist_ok=True)
 
 # %%
 started = time.perf_counter()
-faces, features = face_mesh.for_chapter(P)
-copies, copy_features = blendshapes.training_copies(faces, P)
+lstm = tuning.lstm_study_inputs(P)  # shared with `python -m fer_lib.tuning chief|worker --chapter 07`
+faces, features, copies, copy_features = lstm.faces, lstm.features, lstm.copies, lstm.copy_features
+study, study_copies, study_features = lstm.study, lstm.study_copies, lstm.study_features
 print(f"loading and extraction: {time.perf_counter() - started:.1f} s in this run (cached after the first run)")
-
-
-def three_classes(dataset):
-    """The study's target; ``training_caps: study`` also applies its Training caps."""
-    return lstm_study_three_classes(dataset, seed=P.seed) if P.training_caps == "study" else dataset.relabel("happy_sad_unknown")
-
-
-study_originals = three_classes(faces)
-kept_copies = np.isin(copies.ids, [f"{i}~aug" for i in study_originals.ids[study_originals.split == TRAIN]])
-study_copies = copies.subset(kept_copies).relabel("happy_sad_unknown")
-study = concatenate([study_originals, study_copies], name="fer2013-lstm-study")
-study_features = FaceMeshFeatures.concatenate([features.for_dataset(study_originals), copy_features.for_dataset(study_copies)])
 classes = study.class_names
 display(study.counts().style.set_caption("The study's protocol: images per class and split (Training with its augmented copies)"))
 print("of which augmented copies (Training):", dict(zip(classes, np.bincount(study_copies.labels, minlength=len(classes)).tolist())))
@@ -123,9 +112,7 @@ display(blendshapes.split_arrays(study_features, study).table().style.format({"c
 
 # %% mystnb={"figure": {"caption": "The 52 blendshape scores of a sample of training faces (one dot per face), ordered by how many faces score above the threshold (dashed); blue: kept by the study's rule, grey: dropped.", "name": "fig-blendshapes-scores"}}
 R = P.relevance
-train_scores = study_features.blendshapes[(study.split == TRAIN) & study_features.detected]
-relevance = blendshapes.relevance(train_scores, study_features.blendshape_names, R["threshold"], R["min_images"])
-columns = blendshapes.kept_columns(relevance)
+train_scores, relevance, columns = lstm.train_scores, lstm.relevance, lstm.columns
 plots.blendshape_scores(train_scores, relevance, R["threshold"], seed=P.seed);
 
 # %%
@@ -134,8 +121,7 @@ display(relevance.sort_values(relevance.columns[1], ascending=False).set_index("
 print(f"kept {len(columns)} of 52 blendshapes (the study kept "
       f"{anchors.SEED_RESULTS['LSTM on blendshapes']['blendshapes kept'][0]:.0f}):",
       ", ".join(relevance.blendshape[columns]))
-kept = blendshapes.split_arrays(study_features, study, columns)
-all52 = blendshapes.split_arrays(study_features, study)
+kept, all52 = lstm.kept, lstm.all52
 
 # %% [markdown]
 # The rule keeps **40** blendshapes here against the study's 27. It counts images, not a share of
@@ -167,11 +153,8 @@ def build(model: str, options: dict, seed: int, n_inputs: int = n_features, n_cl
 
 S = P.search
 search_started = time.perf_counter()
-trials, tuned_config, tuned_options = tuning.random_search(
-    lambda options: blendshapes.build("study_lstm", len(classes), n_features, seed=P.seed, **options), S["space"],
-    kept.x[TRAIN], kept.y[TRAIN], kept.x[VAL], kept.y[VAL], base.with_(epochs=S["epochs"]),
-    name=f"{CHAPTER}-lstm", max_trials=S["max_trials"], epochs=S["epochs"], patience=S["patience"],
-    options=S.get("options") or {})
+# the search as data, so that distributed workers (`python -m fer_lib.tuning`) run exactly this one
+trials, tuned_config, tuned_options = tuning.lstm_study_search(P, lstm).run()
 search_seconds = time.perf_counter() - search_started
 trials.to_csv(results_dir(profile) / f"{CHAPTER}__search.csv", index=False)
 display(trials.style.format({"learning_rate": "{:.2e}", "l2": "{:.1e}", "weight_decay": "{:.1e}",
