@@ -640,6 +640,10 @@ class Feedback11(Block):
         return self
 
 
+class Scaling12(Block):
+    benchmark: str  # the JSON-lines file benchmarks/scale_out.py appends to, relative to the book's root
+
+
 class ProfileFile(Block):
     """A profile's top level: merged into every chapter's parameters."""
 
@@ -655,4 +659,5 @@ CHAPTER_SCHEMAS: dict[str, type[Block]] = {
     "01_data": Data01, "02_preprocessing": Preprocessing02, "03_rq1_2d": Rq1_03, "04_rq2_1_landmarks": Landmarks04,
     "05_rq2_2_voxels": Voxels05, "06_rq2_3_mesh": Mesh06, "07_blendshapes": Blendshapes07, "08_sketches": Sketches08,
     "09_video": Video09, "10_comparison": Comparison10, "11_feedback": Feedback11,
+    "12_scaling": Scaling12,
 }
