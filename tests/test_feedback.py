@@ -30,7 +30,7 @@ import fer_lib
 from fer_lib.feedback import Store
 from fer_lib.labels import EMOTION7
 
-path, data, who, count, go = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+path, data, who, count, go, other = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
 faces = fer_lib.load_fer2013(data).images
 store = Store(path)
 print("ready", flush=True)
@@ -38,6 +38,12 @@ while go != "-" and not os.path.exists(go):  # start together with the other wri
     time.sleep(0.005)
 seq = 0
 while count < 0 or seq < count:
+    if other != "-" and seq == count // 2:
+        # halfway, wait for the other writer's first row: on a fast or unevenly loaded machine one writer
+        # could otherwise finish before the other starts, and the test would not see two writers at once
+        deadline = time.monotonic() + 60
+        while not store.corrections(who=other) and time.monotonic() < deadline:
+            time.sleep(0.005)
     c = store.add(faces[seq % len(faces)], EMOTION7.classes[seq % 7], model="writer", representation="pixels_2d",
                   who=who, image_id=f"{who}-{seq}", uid=f"{who}-{seq}", source="python")
     print(c.uid, flush=True)
@@ -45,8 +51,8 @@ while count < 0 or seq < count:
 """
 
 
-def _writer(path, who, count, go="-"):
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(SAMPLE), who, str(count), str(go)],
+def _writer(path, who, count, go="-", other="-"):
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(SAMPLE), who, str(count), str(go), other],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "FER_BOOK_ROOT": str(ROOT)})
 
@@ -157,7 +163,8 @@ def test_a_writer_killed_mid_run_loses_nothing_it_committed(tmp_path, fer_sample
 
 def test_two_processes_writing_at_once_store_every_row_once(tmp_path, fer_sample):
     path, go, n = tmp_path / "shared.db", tmp_path / "go", 100
-    writers = {who: _writer(path, who, n, go) for who in ("left", "right")}  # both create the store at once
+    pair = {"left": "right", "right": "left"}
+    writers = {who: _writer(path, who, n, go, other) for who, other in pair.items()}  # both create the store at once
     for who, writer in writers.items():
         assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
     go.touch()
