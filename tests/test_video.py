@@ -205,7 +205,7 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     them: each trial finished once, by one worker, none left running or lost; a surplus one is marked."""
     import optuna
 
-    storage, n_trials = f"sqlite:///{tmp_path / 'shared.db'}", 4
+    storage, n_trials = f"sqlite:///{tmp_path / 'shared.db'}", 2
     command = [sys.executable, "-m", "fer_lib.video", "search", "--profile", "smoke", "--storage", storage,
                "--trials", str(n_trials), "--study", "two-workers"]
     env = {**os.environ, "FER_BOOK_ROOT": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
