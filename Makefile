@@ -60,12 +60,26 @@ smoke: venv
 # nbval executes every smoke chapter once, from a parameterised but unexecuted copy (runner prepare):
 # papermill first and nbval again would run each twice. Chapter 01 alone is executed first, because its
 # NBVAL_CHECK_OUTPUT cells compare against stored outputs.
+# pytest-xdist spreads the test modules and notebooks over TEST_WORKERS processes (`--dist loadscope`: a
+# notebook's cells, like a module's tests, stay on one worker, in order). Most of the time goes to building
+# and tracing Keras graphs on one core, so two workers on two cores take about 40 % less time than one.
+# Chapters that read what others wrote run in later waves: chapters 4-8 compare against chapter 3's 2D
+# predictions, chapters 10-11 read every chapter's records and zoo exports (tests/test_book_structure.py
+# checks the waves against the chapters' sources). TEST_WORKERS=0: everything in this process, in order.
 NBVAL_SMOKE := _build/nbval/smoke
+NBVAL_WAVE2 := 04_rq2_1_landmarks 05_rq2_2_voxels 06_rq2_3_mesh 07_blendshapes 08_sketches
+NBVAL_WAVE3 := 10_comparison 11_feedback
+TEST_WORKERS ?= logical
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --nbval-lax --durations=15
 test: venv
 	$(RUN) execute --profile smoke --chapter 01_data
 	rm -rf $(NBVAL_SMOKE) && $(RUN) prepare --profile smoke --out $(NBVAL_SMOKE) --except 01_data
 	@if $(RUN) has-full-data; then full="$(NBVAL_FULL)"; else echo "nbval: full-profile notebooks not re-checked (set FER_DATA_DIR to the full data)"; full=""; fi; \
-	$(PY) -m pytest tests book/executed/smoke/01_data.ipynb $(NBVAL_SMOKE) $$full --nbval-lax --durations=15
+	later="$(NBVAL_WAVE2) $(NBVAL_WAVE3)"; first=""; \
+	for nb in $(NBVAL_SMOKE)/*.ipynb; do case " $$later " in *" $$(basename $$nb .ipynb) "*) ;; *) first="$$first $$nb";; esac; done; \
+	set -x; $(PYTEST) tests book/executed/smoke/01_data.ipynb $$first $$full
+	$(PYTEST) $(patsubst %,$(NBVAL_SMOKE)/%.ipynb,$(NBVAL_WAVE2))
+	$(PYTEST) $(patsubst %,$(NBVAL_SMOKE)/%.ipynb,$(NBVAL_WAVE3))
 
 # Chapter 3's converged models take hours on a CPU: train them in the background (resumable; a progress
 # line per epoch in cache/logs/03_rq1_2d-$(PROFILE).log), then `make chapter CH=03_rq1_2d PROFILE=...`.

@@ -29,7 +29,7 @@ import pandas as pd
 
 from .data import PerImageColumns
 from .images import detector_image, detector_images
-from .paths import PACKAGE_DIR, face_landmarker_path, repo_root, sha256
+from .paths import PACKAGE_DIR, face_landmarker_path, repo_root, sha256, written_atomically
 
 N_LANDMARKS = 478
 N_BLENDSHAPES = 52
@@ -374,7 +374,8 @@ def extract_dataset(dataset, attempts=DEFAULT_ATTEMPTS, *, min_confidence: float
                       disable=not progress) as shown:
             for number, arrays in jobs:
                 if cache:  # one file per finished chunk: an interruption loses at most the chunks in flight
-                    np.savez(paths[number], **arrays)
+                    with written_atomically(paths[number]) as temporary, open(temporary, "wb") as file:
+                        np.savez(file, **arrays)
                 else:
                     paths[number] = arrays
                 shown.update(len(chunks[number]))

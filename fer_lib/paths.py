@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -105,3 +106,21 @@ def results_dir(profile: str) -> Path:
 def executed_dir(profile: str) -> Path:
     """Where papermill writes a profile's executed notebooks (``full`` ones are committed)."""
     return repo_root() / "book" / "executed" / profile
+
+
+@contextmanager
+def written_atomically(path: str | os.PathLike):
+    """Yield a temporary path beside ``path`` to write to; on success it is renamed over ``path``.
+
+    A cache file is then either absent or whole: an interrupted run never leaves half a file that a later
+    run would take for a finished one, and two processes filling the same cache (two chapters, or two
+    test workers) never read each other's half-written file — the last rename wins, with equal content.
+    The temporary name keeps no suffix of ``path``: pass numpy an open file (``np.savez`` adds ``.npz``
+    to a name without it)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -328,7 +328,7 @@ def detect_dataset(dataset, name: str, n_jobs: int = -1, cache: bool = True, *, 
 
     from joblib import Parallel, delayed
 
-    from .paths import repo_root
+    from .paths import repo_root, written_atomically
 
     key = hashlib.sha256()
     key.update(json.dumps([name, sorted(options.items())], default=str).encode())
@@ -353,5 +353,6 @@ def detect_dataset(dataset, name: str, n_jobs: int = -1, cache: bool = True, *, 
     table = pd.concat(parts, ignore_index=True)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_pickle(path)
+        with written_atomically(path) as temporary:
+            table.to_pickle(temporary, compression=None)
     return table

@@ -34,7 +34,7 @@ import pandas as pd
 from . import progress
 from .data import PerImageColumns
 from .images import detector_image, detector_images
-from .paths import PACKAGE_DIR, dlib_shape_predictor_path, repo_root, sha256
+from .paths import PACKAGE_DIR, dlib_shape_predictor_path, repo_root, sha256, written_atomically
 
 N_POINTS = 68
 # dlib's 68-point scheme (iBUG 300-W), by face part. "Right" and "left" are the subject's.
@@ -424,7 +424,8 @@ def landmark_dataset(dataset, detectors: dict[str, dict] | None = None, *, crop_
             _landmark_chunk(dataset.images[:0], detectors, crop_size)
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **arrays)
+            with written_atomically(path) as temporary, open(temporary, "wb") as file:
+                np.savez(file, **arrays)
     result = SketchLandmarks(ids=np.asarray(dataset.ids), **arrays)
     missed = np.flatnonzero(~result.found)
     if mediapipe is None or not len(missed):

@@ -78,3 +78,26 @@ def test_executed_figures_are_captioned_one_per_cell_and_tables_titled(notebook)
         for output in shown:
             html = output.get("data", {}).get("text/html", "")
             assert "<table" not in html or "<caption" in html, f"{where}: a table without a title (Styler.set_caption)"
+
+
+def _make_variable(name: str) -> list[str]:
+    match = re.search(rf"^{name} := (.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert match, f"Makefile defines no {name}"
+    return match.group(1).split()
+
+
+def test_make_test_runs_each_chapter_after_the_chapters_it_reads():
+    """`make test` runs the smoke notebooks in parallel waves: a chapter that reads chapter 3's 2D
+    predictions must not share chapter 3's wave, and one that reads every chapter's records or the zoo
+    must come last. The calls that read them decide the wave each chapter needs."""
+    waves = {name: 2 for name in _make_variable("NBVAL_WAVE2")} | {name: 3 for name in _make_variable("NBVAL_WAVE3")}
+    reads = {2: ("answer_rq(", "best_record(", "versus_2d("),              # chapter 3's best 2D model
+             3: ("comparison.best_models(", "load_records(", "zoo.entries(")}  # every chapter's results
+    names = [path.stem for path in CHAPTERS]
+    assert set(waves) <= set(names), f"Makefile waves name no chapter: {sorted(set(waves) - set(names))}"
+    for path in CHAPTERS:
+        source = path.read_text()
+        needed = max([wave for wave, calls in reads.items() if any(call in source for call in calls)], default=1)
+        assert waves.get(path.stem, 1) == needed, (
+            f"{path.stem} reads what wave {needed - 1} writes: list it in NBVAL_WAVE{needed} of the Makefile"
+            if needed > 1 else f"{path.stem} reads no other chapter's results: take it out of the later waves")

@@ -53,6 +53,24 @@ def test_extraction_resumes_only_the_missing_chunks(jaffe_faces, tmp_path):
     np.testing.assert_allclose(again.landmarks, first.landmarks, atol=1e-4)
 
 
+def test_a_chunk_interrupted_while_written_is_absent_not_half_there(jaffe_faces, tmp_path, monkeypatch):
+    """Killed inside ``np.savez``, the cache must not keep that chunk: the next run would take a half-written
+    file for a finished one and fail on it, and a second process filling the same cache could read it."""
+    real_savez = np.savez
+
+    def killed_before_the_write_ends(file, **arrays):
+        real_savez(file, **arrays)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(face_mesh.np, "savez", killed_before_the_write_ends)
+    with pytest.raises(KeyboardInterrupt):
+        face_mesh.extract_dataset(jaffe_faces, n_jobs=1, chunk_size=2, cache_dir=tmp_path, progress=False)
+    assert list(tmp_path.rglob("*chunk_*")) == []  # neither the chunk nor its temporary file
+    monkeypatch.setattr(face_mesh.np, "savez", real_savez)
+    again = face_mesh.extract_dataset(jaffe_faces, n_jobs=1, chunk_size=2, cache_dir=tmp_path, progress=False)
+    assert again.detected.all() and len(sorted(tmp_path.rglob("chunk_*.npz"))) == 2
+
+
 def test_misaligned_dataset_is_refused(jaffe_faces, jaffe_sample, tmp_path):
     features = face_mesh.extract_dataset(jaffe_faces, n_jobs=1, cache_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="not aligned"):
