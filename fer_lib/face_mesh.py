@@ -29,6 +29,7 @@ import pandas as pd
 
 from .data import PerImageColumns
 from .images import detector_image, detector_images
+from .native import NativeResource
 from .paths import PACKAGE_DIR, face_landmarker_path, repo_root, sha256, written_atomically
 
 N_LANDMARKS = 478
@@ -172,7 +173,7 @@ def mediapipe_tasks():
     return mediapipe, BaseOptions, vision
 
 
-class FaceMeshExtractor:
+class FaceMeshExtractor(NativeResource):
     """FaceLandmarker with blendshapes and transformation matrices. Close it: ``with FaceMeshExtractor(...) as
     extractor:`` or :meth:`close` (idempotent); an extractor left to the garbage collector closes MediaPipe's
     graph at an arbitrary point, inside another extraction or at exit."""
@@ -197,12 +198,6 @@ class FaceMeshExtractor:
         landmarker, self.landmarker = self.landmarker, None
         if landmarker is not None:
             landmarker.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def extract_one(self, gray: np.ndarray, attempt: Attempt, *, where: str = "image"):
         """(landmarks (478, 3) in the original pixels, blendshapes {name: score}, matrix (4, 4)) or None.

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import zoo
+from .native import NativeResource
 from .preprocess import resize, to_gray
 
 #: photo file types a folder is searched for
@@ -51,7 +52,7 @@ class Faces:
         return len(self.boxes)
 
 
-class FaceFinder:
+class FaceFinder(NativeResource):
     """MediaPipe's face landmarker on a whole photo: a box per face, square, grown by ``margin`` of its
     side on every side (FER2013's faces include the forehead and some background), cut out grey at 48 px."""
 
@@ -64,12 +65,6 @@ class FaceFinder:
                                                num_faces=max_faces, min_face_detection_confidence=min_confidence)
         self.landmarker = vision.FaceLandmarker.create_from_options(options)
         self.margin, self.size = margin, size
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def close(self) -> None:
         """Close MediaPipe's graph now (idempotent), not whenever the garbage collector gets to it."""
@@ -126,7 +121,7 @@ def dataset_faces(images: np.ndarray, finder: FaceFinder | None = None) -> tuple
         return crops, found
     finally:
         if own:
-            finder.__exit__()
+            finder.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,7 +203,7 @@ def model_scores(model, x: np.ndarray, spec_input: dict[str, Any]) -> np.ndarray
 # --------------------------------------------------------------------------------------------------
 
 
-class Predictor:
+class Predictor(NativeResource):
     """The zoo's models (all, or those whose name or representation is in ``names``), ready to predict."""
 
     def __init__(self, names=None, zoo_dir=None, max_faces: int = 8, margin: float = 0.2):
@@ -298,12 +293,13 @@ class Predictor:
         return pd.DataFrame(rows)
 
     def close(self):
-        if self._finder is not None:
-            self._finder.__exit__()
-            self._finder = None
-        for graph in self._graphs.values():
-            graph.__exit__(None, None, None)
-        self._graphs = {}
+        """Close the face finder and every detector or extractor graph the predictions opened (idempotent)."""
+        finder, self._finder = self._finder, None
+        if finder is not None:
+            finder.close()
+        graphs, self._graphs = self._graphs, {}
+        for graph in graphs.values():
+            graph.close()
 
 
 def read_image(path: Path) -> np.ndarray:

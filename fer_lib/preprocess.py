@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import progress
 from .images import describe, detector_image, detector_images
+from .native import NativeResource
 from .paths import dlib_shape_predictor_path, face_landmarker_path
 
 
@@ -55,7 +56,7 @@ def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
 # (or, where the reading is unambiguous, is converted), never the detector's own cryptic failure.
 
 
-class Detector:
+class Detector(NativeResource):
     """Base of the detectors: ``detect(gray) -> Detection | None``; usable as a context manager, and
     :meth:`close` may be called any number of times."""
 
@@ -66,12 +67,6 @@ class Detector:
 
     def close(self) -> None:
         """Release native resources (MediaPipe's graph); a no-op for the others."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _largest(boxes):

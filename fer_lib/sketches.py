@@ -34,6 +34,7 @@ import pandas as pd
 from . import progress
 from .data import PerImageColumns
 from .images import detector_image, detector_images
+from .native import NativeResource
 from .paths import PACKAGE_DIR, dlib_shape_predictor_path, repo_root, sha256, written_atomically
 
 N_POINTS = 68
@@ -190,7 +191,7 @@ class Found:
     landmark_ms: float
 
 
-class Dlib68:
+class Dlib68(NativeResource):
     """The study's landmarking: the face box from the first detector that finds one (``detectors``, in
     order: names of :data:`fer_lib.preprocess.DETECTORS` with their options), the box rescaled to
     ``crop_size``² (the study: 250), dlib's 68-point predictor on it, the points mapped back to the input."""
@@ -218,12 +219,6 @@ class Dlib68:
         detectors, self.detectors = self.detectors, []
         for _, detector in detectors:
             detector.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def predict(self, gray: np.ndarray, box) -> np.ndarray:
         """dlib's 68 points (input pixels) for the face in ``box``, predicted on the box rescaled to crop_size²."""

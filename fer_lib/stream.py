@@ -25,6 +25,7 @@ import pandas as pd
 
 from .face_mesh import DEFAULT_ATTEMPTS, FaceMeshExtractor
 from .images import detector_image
+from .native import NativeResource
 
 
 def jittered_frames(image: np.ndarray, n_frames: int, rng: np.random.Generator, shift: float = 2.0,
@@ -82,7 +83,7 @@ def build_streams(dataset, n_static: int, n_transitions: int, n_frames: int = 30
     return frames_set, pd.DataFrame(rows)
 
 
-class FrameClassifier:
+class FrameClassifier(NativeResource):
     """Class probabilities for one frame at a time (see the module doc).
 
     ``model``: a Keras model on the blendshape ``columns`` (indices into MediaPipe's 52 scores); a model
@@ -169,12 +170,6 @@ class FrameClassifier:
         extractor, self._extractor = self._extractor, None
         if extractor is not None:
             extractor.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 #: git's rule for telling text from binary: a NUL byte in the first 8000 bytes. Every video container has

@@ -91,16 +91,21 @@ def _photo_with_a_face(face48, size=(480, 640), at=(140, 300), side=200):
 
 
 def test_faces_are_found_in_a_whole_photo_in_colour_or_grey_and_an_empty_one_has_none(tiny_zoo, faces):
-    predictor = predict.Predictor(["pixels_2d"], zoo_dir=tiny_zoo)
     photo = _photo_with_a_face(faces[0])
-    for image in (photo, cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR)):
-        table = predictor.predict_image(image)
-        assert len(table) == 1
-        x0, y0, x1, y1 = table.loc[0, ["x0", "y0", "x1", "y1"]]
-        assert x0 < 300 + 100 < x1 and y0 < 140 + 100 < y1 and 150 < x1 - x0 < 400  # around the pasted face
-        assert table.loc[0, "pixels_2d"] in predictor.class_order
-        assert sum(table.loc[0, f"pixels_2d:{c}"] for c in predictor.class_order) == pytest.approx(1, abs=1e-4)
-    assert len(predictor.predict_image(np.full((480, 640), 128, np.uint8))) == 0
+    with predict.Predictor(["pixels_2d"], zoo_dir=tiny_zoo) as predictor:
+        for image in (photo, cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR)):
+            table = predictor.predict_image(image)
+            assert len(table) == 1
+            x0, y0, x1, y1 = table.loc[0, ["x0", "y0", "x1", "y1"]]
+            assert x0 < 300 + 100 < x1 and y0 < 140 + 100 < y1 and 150 < x1 - x0 < 400  # around the pasted face
+            assert table.loc[0, "pixels_2d"] in predictor.class_order
+            assert sum(table.loc[0, f"pixels_2d:{c}"] for c in predictor.class_order) == pytest.approx(1, abs=1e-4)
+        assert len(predictor.predict_image(np.full((480, 640), 128, np.uint8))) == 0
+        finder, graphs = predictor._finder, list(predictor._graphs.values())
+        assert finder is not None and graphs  # the photo's face finder and the 2D model's face detector
+    # leaving the block closed every MediaPipe graph the predictions opened; a second close does nothing
+    assert predictor._finder is None and predictor._graphs == {}
+    assert finder.landmarker is None and all(graph.landmarker is None for graph in graphs)
     predictor.close()
 
 
