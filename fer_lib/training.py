@@ -1,7 +1,7 @@
 """One training loop for every Keras model in the book: fit, resume, budget, cache, predict.
 
 Every chapter that trains a network calls :func:`fit`, so early stopping, checkpoints, the
-wall-clock budget and the on-disk cache behave the same everywhere:
+time budget and the on-disk cache behave the same everywhere:
 
 - early stopping on validation loss, and the weights of the epoch with the lowest validation loss
   are the ones kept (also when training ends by budget or epoch limit);
@@ -12,7 +12,8 @@ wall-clock budget and the on-disk cache behave the same everywhere:
   ``build()`` makes now (:func:`stale_architecture`), else it is set aside and the model retrained;
 - an interrupted fit resumes from its last finished epoch (``keras.callbacks.BackupAndRestore``),
   and the time already spent counts against the budget;
-- ``time_budget_s`` stops training before an epoch would overrun the budget — how the ``full``
+- ``time_budget_s`` stops training before an epoch would overrun the budget (running time: a stopped
+  process spends none, :class:`RunningClock`) — how the ``full``
   profile fits big models on a 2-core CPU. ``fit.json`` says whether a model stopped by early
   stopping (converged), by the budget or by the epoch limit, and chapters print it.
 """
@@ -22,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -212,10 +214,49 @@ def array_digest(*arrays) -> str:
     return digest.hexdigest()[:16]
 
 
+class RunningClock:
+    """Seconds of this process's running time: wall-clock time less the time it was stopped.
+
+    A fit's time is a cost the book reports (and a budget it spends), but a process stopped with SIGSTOP —
+    paused so that a CI run or a benchmark has the CPU, or a suspended laptop — keeps counting wall-clock
+    time. One daemon thread per process wakes every ``tick`` seconds; a wake-up later than ``tick + gap``
+    means every thread was stopped, and the excess is counted as paused. (A busy CPU delays a wake-up by
+    milliseconds, not by ``gap``.) :meth:`now` is ``time.perf_counter()`` minus every pause so far, so the
+    difference of two readings is running time."""
+
+    _lock = threading.Lock()
+    _shared: "RunningClock | None" = None
+
+    def __init__(self, tick: float = 1.0, gap: float = 10.0):
+        self.tick, self.gap, self.paused = tick, gap, 0.0
+        threading.Thread(target=self._watch, name="running-clock", daemon=True).start()
+
+    def _watch(self) -> None:
+        last = time.perf_counter()
+        while True:
+            time.sleep(self.tick)
+            current = time.perf_counter()
+            if current - last > self.tick + self.gap:
+                self.paused += current - last - self.tick
+            last = current
+
+    def now(self) -> float:
+        return time.perf_counter() - self.paused
+
+    @classmethod
+    def shared(cls) -> "RunningClock":
+        """The process's clock (started on first use)."""
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+
 class TimeBudget:
     """Keras callback factory: stop before the next epoch would overrun ``seconds`` of training.
 
     The time spent is kept in ``state_path`` so a resumed fit counts the time before the interruption.
+    Time is the process's running time (:class:`RunningClock`): a pause spends no budget.
     """
 
     def __new__(cls, seconds: float | None, state_path: Path):
@@ -229,18 +270,20 @@ class TimeBudget:
                 self.spent_before = float(state.get("spent_s", 0.0))
                 self.exhausted = False
 
+                self.clock = RunningClock.shared()
+
             @property
             def spent(self) -> float:
-                return self.spent_before + (time.perf_counter() - self.started)
+                return self.spent_before + (self.clock.now() - self.started)
 
             def on_train_begin(self, logs=None):
-                self.started = self.epoch_started = time.perf_counter()
+                self.started = self.epoch_started = self.clock.now()
 
             def on_epoch_begin(self, epoch, logs=None):
-                self.epoch_started = time.perf_counter()
+                self.epoch_started = self.clock.now()
 
             def on_epoch_end(self, epoch, logs=None):
-                last_epoch = time.perf_counter() - self.epoch_started
+                last_epoch = self.clock.now() - self.epoch_started
                 self.state_path.write_text(json.dumps({"spent_s": self.spent}))
                 if self.seconds is not None and self.spent + last_epoch > self.seconds:
                     self.exhausted = True
@@ -302,19 +345,18 @@ def ProgressLog(path, name: str, epochs: int):
     """Keras callback: one line per finished epoch appended to ``path`` (a background training's log)."""
     import keras
 
-    class _Progress(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.started = time.perf_counter()
+    clock = RunningClock.shared()
 
+    class _Progress(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_started = time.perf_counter()
+            self.epoch_started = clock.now()
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             scores = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
             with open(path, "a") as handle:
                 handle.write(f"{time.strftime('%H:%M:%S')} {name} epoch {epoch + 1}/{epochs} {scores} "
-                             f"({time.perf_counter() - self.epoch_started:.0f} s)\n")
+                             f"({clock.now() - self.epoch_started:.0f} s)\n")
 
     return _Progress()
 

@@ -184,3 +184,32 @@ def test_load_model_imports_every_module_that_registers_keras_layers():
     package = Path(training.__file__).parent
     registering = {p.stem for p in package.glob("*.py") if "register_keras_serializable" in p.read_text()}
     assert registering == set(training.LAYER_MODULES)
+
+
+def test_the_running_clock_leaves_out_the_time_a_process_was_stopped():
+    """A fold's training time is a reported cost and a budget: a process paused with SIGSTOP (to free
+    the CPU for CI) must not count the pause, and one that was never stopped counts its wall time."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import time, sys; from fer_lib.training import RunningClock\n"
+              "clock = RunningClock(tick=0.05, gap=0.3); wall, running = time.perf_counter(), clock.now()\n"
+              "print('ready', flush=True); sys.stdin.readline()\n"
+              "print(time.perf_counter() - wall, clock.now() - running, flush=True)\n")
+    results = []
+    for pause in (0.0, 2.0):
+        child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        if pause:
+            child.send_signal(signal.SIGSTOP)
+            time.sleep(pause)
+            child.send_signal(signal.SIGCONT)
+            time.sleep(0.3)  # the watcher wakes and counts the gap
+        out, _ = child.communicate("go\n", timeout=30)
+        results.append(tuple(map(float, out.split())))
+    (wall, running), (paused_wall, paused_running) = results
+    assert wall - running < 0.2  # never stopped: running time is wall time
+    assert paused_wall > 2.5 and abs((paused_wall - paused_running) - 2.0) < 0.4
