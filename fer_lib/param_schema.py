@@ -26,11 +26,11 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from . import training
+from . import training, video_space
 from .labels import LABEL_SETS
 
-#: preprocess.DETECTORS' names and landmarks.NORMALISATIONS' keys, spelled out (as are the detectors' and
-#: video.VideoConfig's fields below) so that reading a profile imports neither OpenCV nor Keras;
+#: preprocess.DETECTORS' names and landmarks.NORMALISATIONS' keys, spelled out (as are the detectors'
+#: fields below) so that reading a profile imports neither OpenCV nor Keras;
 #: tests/test_params_schema.py checks they still agree
 DETECTOR_NAMES = ("haar", "dlib_hog", "mediapipe")
 NORMALISATIONS = ("none", "centre", "centre+scale", "centre+scale+pose")
@@ -554,19 +554,22 @@ class ClipsChange(Block):
     frame_size: Optional[PositiveInt] = None
 
 
-class VideoConfigBlock(Block):
-    """video.VideoConfig's fields: the searched choices an ablation may change."""
+def _video_choice(name: str, hint):
+    """The type of one searched choice: one of the study's options (a yes/no choice: a bool), the dropout
+    rate any value in [0, 1)."""
+    options = video_space.SEARCH_SPACE[name]
+    if name == "dropout":
+        return Annotated[float, Field(ge=0, lt=1)]
+    if all(isinstance(option, bool) for option in options):
+        return hint
+    return Literal[tuple(options)]
 
-    lookahead: bool = False
-    clahe: bool = False
-    normalise: bool = True
-    activation: str = "relu"
-    class_weighted: bool = False
-    temporal_kernel: PositiveInt = 3
-    initializer: str = "glorot_uniform"
-    pooling: Literal["max", "average"] = "max"
-    second_conv: bool = False
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+# One optional field per VideoConfig field (the searched choices an ablation may change), typed by the
+# study's options: a field added there is checked here.
+VideoConfigBlock = create_model(
+    "VideoConfigBlock", __base__=Block,
+    **{name: (_video_choice(name, hint), None) for name, hint in typing.get_type_hints(video_space.VideoConfig).items()})
 
 
 class VideoAblation(Block):

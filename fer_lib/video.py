@@ -20,8 +20,6 @@ can share one search.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +30,8 @@ import numpy as np
 
 from . import progress
 from .labels import CKPLUS7
+# the 10 searched choices live in a module without Keras or OpenCV (param_schema reads them)
+from .video_space import ACTIVATIONS, SEARCH_SPACE, VideoConfig, config_from_params, suggest  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------
 # Clips
@@ -341,7 +341,6 @@ class Pool3D(keras.layers.Layer):
 
 #: the study's pooling after each block: (temporal pool, temporal stride)
 BLOCK_POOLING = ((1, 1), (2, 2), (2, 2), (1, 2))
-ACTIVATIONS = ("relu", "elu", "prelu", "leaky_relu", "mish")
 
 #: PyTorch's BatchNorm momentum 0.1 updates running = 0.9 · running + 0.1 · batch; Keras' momentum is
 #: the weight of the running value, so the same update is Keras momentum 0.9.
@@ -401,55 +400,6 @@ class Lookahead(keras.callbacks.Callback):
         for variable, slow in zip(self.model.trainable_weights, self.slow):
             slow += self.alpha * (ops.convert_to_numpy(variable) - slow)
             variable.assign(slow)
-
-
-# --------------------------------------------------------------------------------------------------
-# The 10 searched choices
-
-
-@dataclass(frozen=True)
-class VideoConfig:
-    """One point of the study's search space (its Table 2), plus the fixed sizes of this book's network."""
-
-    lookahead: bool = False
-    clahe: bool = False
-    normalise: bool = True
-    activation: str = "relu"
-    class_weighted: bool = False
-    temporal_kernel: int = 3
-    initializer: str = "glorot_uniform"
-    pooling: str = "max"
-    second_conv: bool = False
-    dropout: float = 0.0
-
-    def model_options(self) -> dict[str, Any]:
-        return {"activation": self.activation, "temporal_kernel": self.temporal_kernel, "initializer": self.initializer,
-                "pooling": self.pooling, "second_conv": self.second_conv, "dropout": round(float(self.dropout), 4),
-                "normalise": self.normalise}
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-#: The study's search space (its Table 2): choice → options ("dropout": a float range).
-SEARCH_SPACE: dict[str, Any] = {
-    "lookahead": [True, False], "clahe": [True, False], "normalise": [True, False],
-    "activation": list(ACTIVATIONS), "class_weighted": [True, False], "temporal_kernel": [1, 3, 5, 7, 9],
-    "initializer": ["glorot_uniform", "glorot_normal"], "pooling": ["average", "max"],
-    "second_conv": [True, False], "dropout": (0.0, 0.95),  # the study's [0, 1); a rate of 1 zeroes the layer
-}
-
-
-def suggest(trial) -> VideoConfig:
-    """A configuration drawn by an Optuna trial from :data:`SEARCH_SPACE`."""
-    values = {name: (trial.suggest_float(name, *options) if name == "dropout" else
-                     trial.suggest_categorical(name, options)) for name, options in SEARCH_SPACE.items()}
-    return VideoConfig(**values)
-
-
-def config_from_params(values: dict[str, Any]) -> VideoConfig:
-    """A :class:`VideoConfig` from a trial's ``params`` (unknown names raise)."""
-    return VideoConfig(**{k: v for k, v in values.items()})
 
 
 # --------------------------------------------------------------------------------------------------

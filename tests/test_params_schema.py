@@ -105,6 +105,16 @@ def test_a_typo_lists_the_allowed_keys_and_the_missing_one(damaged):
     ("ablations:\n      temporal_size_1: {config: {temporal_kernel: 1}}",
      "ablations:\n      temporal_size_1: {config: {temporal_kernl: 1}}", "09_video",
      "ablations.temporal_size_1.config.temporal_kernl: unknown key"),
+    # a searched choice takes one of the study's options (video_space.SEARCH_SPACE), the dropout [0, 1)
+    ("ablations:\n      temporal_size_1: {config: {temporal_kernel: 1}}",
+     "ablations:\n      temporal_size_1: {config: {temporal_kernel: 2}}", "09_video",
+     "ablations.temporal_size_1.config.temporal_kernel = 2: expected 1, 3, 5, 7 or 9"),
+    ("ablations:\n      temporal_size_1: {config: {temporal_kernel: 1}}",
+     "ablations:\n      temporal_size_1: {config: {activation: gelu}}", "09_video",
+     "ablations.temporal_size_1.config.activation = 'gelu': expected 'relu', 'elu', 'prelu', 'leaky_relu' or 'mish'"),
+    ("ablations:\n      temporal_size_1: {config: {temporal_kernel: 1}}",
+     "ablations:\n      temporal_size_1: {config: {dropout: 1.0}}", "09_video",
+     "ablations.temporal_size_1.config.dropout = 1.0: expected less than 1"),
     ("ensemble: true", "ensemble: 'yes'", "04_rq2_1_landmarks", "ensemble = 'yes': expected a valid boolean"),
     ("k: 16 ", "k: 16.0 ", "05_rq2_2_voxels", "k = 16.0: expected a valid integer"),
 ])
@@ -150,7 +160,7 @@ def test_runner_checks_every_chapter_before_running_any(damaged, monkeypatch, ca
 
 def test_the_schema_agrees_with_the_code_it_describes():
     """Lists and fields spelled out in param_schema (to keep Keras and OpenCV out of load_params) still match."""
-    from fer_lib import blendshapes, face_mesh, landmarks, layers, preprocess, sketches, stream, video
+    from fer_lib import blendshapes, face_mesh, landmarks, layers, preprocess, sketches, stream
 
     def arguments(function, *leave_out):
         return set(inspect.signature(function).parameters) - {"self", *leave_out}
@@ -160,7 +170,6 @@ def test_the_schema_agrees_with_the_code_it_describes():
     for name, options in param_schema.DETECTOR_OPTIONS.items():
         assert set(options.model_fields) == arguments(preprocess.DETECTORS[name].__init__), name
     assert set(landmarks.NORMALISATIONS) == set(param_schema.NORMALISATIONS)
-    assert set(param_schema.VideoConfigBlock.model_fields) == set(video.VideoConfig.__dataclass_fields__)
     assert set(param_schema.Attempt.model_fields) == set(face_mesh.Attempt.__dataclass_fields__)
     assert set(param_schema.SketchStyle.model_fields) == set(sketches.SketchStyle.__dataclass_fields__)
     assert set(param_schema.Preprocessing.model_fields) == set(preprocess.Preprocessing.__dataclass_fields__)
@@ -169,3 +178,12 @@ def test_the_schema_agrees_with_the_code_it_describes():
     assert set(param_schema.RandomForest.model_fields) == arguments(blendshapes.random_forest, "n_jobs", "seed")
     assert set(param_schema.FlipRotation.model_fields) == arguments(blendshapes.augmented_copies, "dataset", "seed")
     assert set(param_schema.TrainBlock.model_fields) == set(training.TrainConfig.__dataclass_fields__) | {"time_budget_min"}
+
+
+def test_every_option_the_video_search_draws_is_a_valid_ablation():
+    """The schema's video block is built from video_space: each option of the study's search space passes."""
+    from fer_lib import video_space
+
+    for name, options in video_space.SEARCH_SPACE.items():
+        for value in (options if isinstance(options, list) else list(options)):
+            param_schema.VideoConfigBlock.model_validate({name: value})
