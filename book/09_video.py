@@ -510,7 +510,8 @@ display(final.style.format(precision=3, na_rep="–").set_caption("CK+48 clips, 
 evaluations = {"study's choice, 10-fold": tuned, "nested choice, 10-fold": nested, **alternatives, "study's choice, LOSO": loso,
                **({"study's choice, folds of clips": clip_level} if clip_level is not None else {})}
 recorded_minutes = pd.Series({name: run.folds["train s"].sum() / 60 for name, run in evaluations.items()})
-training_minutes = pd.Series({name: len(run.folds) * run.folds["train s"].median() / 60 for name, run in evaluations.items()})
+median_fold_s = pd.Series({name: run.folds["train s"].median() for name, run in evaluations.items()})
+training_minutes = pd.Series({name: len(run.folds) for name, run in evaluations.items()}) * median_fold_s / 60
 from_empty_cache_h = (finished.seconds.sum() / 60 + training_minutes.sum()) / 60
 executed_min = (time.perf_counter() - chapter_started) / 60
 loso_hours = training_minutes["study's choice, LOSO"] / 60
@@ -529,5 +530,5 @@ goals = pd.DataFrame([
 ]).set_index("goal")
 display(goals.style.set_caption("This chapter's goals (full profile)"))
 display(pd.DataFrame({"training minutes (folds × median fold)": training_minutes, "as recorded (pauses included)": recorded_minutes,
-                      "median s per fold": {name: run.folds["train s"].median() for name, run in evaluations.items()}})
+                      "median s per fold": median_fold_s})
         .style.format("{:.0f}").set_caption("Where the chapter's time goes: training per cross-validation"))
