@@ -269,7 +269,6 @@ class TimeBudget:
                 state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
                 self.spent_before = float(state.get("spent_s", 0.0))
                 self.exhausted = False
-
                 self.clock = RunningClock.shared()
 
             @property

@@ -57,4 +57,4 @@ def suggest(trial) -> VideoConfig:
 
 def config_from_params(values: dict[str, Any]) -> VideoConfig:
     """A :class:`VideoConfig` from a trial's ``params`` (unknown names raise)."""
-    return VideoConfig(**{k: v for k, v in values.items()})
+    return VideoConfig(**values)
