@@ -500,8 +500,9 @@ display(final.style.format(precision=3, na_rep="–").set_caption("CK+48 clips, 
 #
 # The time from an empty cache is what every step of this chapter cost when it was trained: the search's
 # trials and every cross-validation fold (the fold tables' *train s*); this execution's own time is
-# smaller when the storage and the fold store already hold them. This chapter's folds were trained
-# before fits counted running time only (`training.RunningClock`): a fold that was running while its
+# smaller when the storage and the fold store already hold them. Most of this chapter's folds (the
+# search, the 10-fold runs and LOSO folds 1–66) were trained before fits counted running time only
+# (`training.RunningClock`; LOSO folds 67–118 were timed by it): a fold that was running while its
 # process was paused (to give the CPU to a CI run or a benchmark) recorded the pause too. Each
 # cross-validation's cost is therefore estimated as its number of folds times its median fold, which a
 # few paused folds do not move; the recorded sums are shown beside it.
