@@ -128,17 +128,26 @@ def dataset_faces(images: np.ndarray, finder: FaceFinder | None = None) -> tuple
 # From 48×48 faces to each model's input, as the chapters made them
 
 
-def pixel_inputs(faces48: np.ndarray, spec_input: dict[str, Any], detector=None) -> tuple[np.ndarray, np.ndarray]:
+def pixel_detector_needed(spec_input: dict[str, Any]) -> bool:
+    """Whether a 2D spec's preprocessing runs a face detector (MediaPipe's: the only one the zoo uses)."""
+    from .preprocess import Preprocessing
+
+    detector = Preprocessing(**spec_input["preprocessing"]).detector
+    if detector not in (None, "mediapipe"):
+        raise ValueError(f"zoo 2D inputs are made with MediaPipe's detector, not {detector!r}")
+    return detector is not None
+
+
+def pixel_inputs(faces48: np.ndarray, spec_input: dict[str, Any], detector=None,
+                 detections: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Chapter 3's 2D input (detector box → alignment → crop → CLAHE; a face the detector misses keeps
     the whole frame, as in training): (N, 48, 48, 1) float32, and every face usable. ``detector``: an open
-    ``MediaPipeDetector`` with the spec's options (default: one made for this call)."""
+    ``MediaPipeDetector`` with the spec's options (default: one made for this call); ``detections``: its
+    ``detect_faces`` table for these faces, when it has been run already."""
     from .preprocess import MediaPipeDetector, Preprocessing, detect_faces
 
     preprocessing = Preprocessing(**spec_input["preprocessing"])
-    detections = None
-    if preprocessing.detector is not None:
-        if preprocessing.detector != "mediapipe":
-            raise ValueError(f"zoo 2D inputs are made with MediaPipe's detector, not {preprocessing.detector!r}")
+    if detections is None and pixel_detector_needed(spec_input):
         if detector is None:
             with MediaPipeDetector(**spec_input["detector_options"]) as own:
                 detections = detect_faces(faces48, own)
@@ -232,28 +241,57 @@ class Predictor(NativeResource):
             self._graphs[key] = make()
         return self._graphs[key]
 
+    @staticmethod
+    def _pass_key(spec_input: dict[str, Any]) -> str | None:
+        """The MediaPipe pass a model's input needs (models with the same key share it), or None."""
+        if spec_input["kind"] == "pixels":
+            if not pixel_detector_needed(spec_input):
+                return None
+            return f"detector {json.dumps(spec_input['detector_options'], sort_keys=True)}"
+        return f"mesh {json.dumps([spec_input.get('attempts'), spec_input['min_confidence']], default=str)}"
+
+    def _mediapipe_passes(self, faces48: np.ndarray) -> dict[str, Any]:
+        """Every MediaPipe pass the models need, once each: the 2D detector's boxes (``detect_faces``) and
+        the mesh cascade's extraction (which serves every mesh and blendshape model). The passes run side by
+        side in threads (MediaPipe's graphs run outside the GIL), each on its own graph: on a 2-core machine
+        the 2D detector and the mesh cascade together take about the time of the slower one."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .preprocess import MediaPipeDetector, detect_faces
+
+        jobs = {}
+        for entry in self.entries.values():
+            spec_input = entry.spec["input"]
+            key = self._pass_key(spec_input)
+            if key is None or key in jobs:
+                continue
+            if spec_input["kind"] == "pixels":  # graphs are made here, in this thread, never inside the pool
+                detector = self._graph(key, lambda o=spec_input["detector_options"]: MediaPipeDetector(**o))
+                jobs[key] = lambda d=detector: detect_faces(faces48, d)
+            else:
+                extractor = self._graph(key, lambda s=spec_input: mesh_extractor(s))
+                jobs[key] = lambda e=extractor: e.extract(faces48)
+        if len(jobs) < 2:
+            return {key: job() for key, job in jobs.items()}
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="mediapipe") as pool:
+            futures = {key: pool.submit(job) for key, job in jobs.items()}
+            return {key: future.result() for key, future in futures.items()}
+
     def predict_faces(self, faces48: np.ndarray) -> dict[str, np.ndarray]:
         """Class probabilities (N, classes) per model and the fusion; NaN rows for faces a model cannot read."""
         faces48 = np.asarray([to_gray(f) for f in faces48], np.uint8)
         if faces48.ndim != 3 or faces48.shape[1:] != (48, 48):
             raise PredictError(f"predict_faces takes 48×48 grey faces, not an array of shape {faces48.shape}")
-        from .preprocess import MediaPipeDetector
-
-        extractions: dict[str, dict] = {}
+        passes = self._mediapipe_passes(faces48)
         out = {}
         for name, entry in self.entries.items():
             spec_input = entry.spec["input"]
+            found = passes.get(self._pass_key(spec_input))
             if spec_input["kind"] == "pixels":
-                options = spec_input["detector_options"]
-                detector = self._graph(f"detector {json.dumps(options, sort_keys=True)}", lambda: MediaPipeDetector(**options))
-                x, present = pixel_inputs(faces48, spec_input, detector)
+                x, present = pixel_inputs(faces48, spec_input, detections=found)
             else:
-                key = json.dumps([spec_input.get("attempts"), spec_input["min_confidence"]], default=str)
-                if key not in extractions:  # one MediaPipe pass serves every mesh and blendshape model
-                    extractor = self._graph(f"mesh {key}", lambda: mesh_extractor(spec_input))
-                    extractions[key] = extractor.extract(faces48)
                 make = mesh_inputs if spec_input["kind"] == "mesh" else blendshape_inputs
-                x, present = make(extractions[key], spec_input)
+                x, present = make(found, spec_input)
             probabilities = np.full((len(faces48), len(self.class_order)), np.nan)
             if present.any():
                 probabilities[present] = model_scores(self.models[name], x, spec_input)
