@@ -88,10 +88,7 @@ plots.mesh_overlay(faces.images[shown], features.landmarks[shown], surface,
 data = landmarks.split_arrays(features, faces, P.normalisation)
 n_faces = sum(len(x) for x in data.x.values())
 inputs, input_ms = {}, {}
-for name, make in {"edges": lambda x: mesh.edge_lengths(x, normalise=True),
-                   "xyz": lambda x: mesh.node_features(x, normals=False),
-                   "xyz_normals": lambda x: mesh.node_features(x, normals=True),
-                   "xyz_laplacian": lambda x: mesh.node_features(x, laplacian=True)}.items():
+for name, make in mesh.INPUTS.items():  # edges, xyz, xyz_normals, xyz_laplacian (the zoo's predictor uses the same)
     started = time.perf_counter()
     inputs[name] = data.with_x(make)
     input_ms[name] = (time.perf_counter() - started) * 1000 / n_faces

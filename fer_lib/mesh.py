@@ -226,6 +226,16 @@ def node_features(landmarks, normals: bool = False, laplacian: bool = False) -> 
     return np.concatenate(features, axis=-1).astype(np.float32)
 
 
+#: chapter 6's model inputs from normalised landmarks (N, 478, 3), by the names its records and the zoo's
+#: specs use: the study's edge-length vector and the GCN's node features
+INPUTS = {
+    "edges": functools.partial(edge_lengths, normalise=True),
+    "xyz": functools.partial(node_features, normals=False),
+    "xyz_normals": functools.partial(node_features, normals=True),
+    "xyz_laplacian": functools.partial(node_features, laplacian=True),
+}
+
+
 @keras.saving.register_keras_serializable(package="fer_lib")
 class GraphConv(keras.layers.Layer):
     """Graph convolution Â X W (+ b) over the face mesh (Kipf & Welling 2017), inputs (batch, V, F).

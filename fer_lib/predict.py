@@ -165,11 +165,10 @@ def mesh_extractor(spec_input: dict[str, Any]):
                              min_confidence=spec_input["min_confidence"])
 
 
-MESH_TRANSFORMS = ("none", "occupancy", "gaussian", "edges", "xyz", "xyz_normals", "xyz_laplacian")
-
-
 def mesh_inputs(extraction: dict[str, np.ndarray], spec_input: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Chapters 4–6: the normalised landmarks of the faces MediaPipe read, then the chapter's transform."""
+    """Chapters 4–6: the normalised landmarks of the faces MediaPipe read, then the chapter's transform:
+    ``none`` (chapter 4's points), a voxel grid of chapter 5 (:data:`fer_lib.voxels.METHODS`, with the
+    spec's ``transform_options``) or one of chapter 6's :data:`fer_lib.mesh.INPUTS`."""
     from . import landmarks, mesh, voxels
 
     found = extraction["detected"]
@@ -177,17 +176,14 @@ def mesh_inputs(extraction: dict[str, np.ndarray], spec_input: dict[str, Any]) -
     steps = landmarks.NORMALISATIONS[steps] if isinstance(steps, str) else steps
     points = landmarks.normalise(extraction["landmarks"][found], extraction["matrix"][found], **steps)
     transform = spec_input.get("transform", "none")
-    options = spec_input.get("transform_options", {})
-    if transform not in MESH_TRANSFORMS:
-        raise ValueError(f"mesh transform {transform!r} is not one of {MESH_TRANSFORMS}")
-    x = {"none": lambda p: p,
-         "occupancy": lambda p: voxels.occupancy(p, **options),
-         "gaussian": lambda p: voxels.gaussian_splat(p, **options),
-         "edges": lambda p: mesh.edge_lengths(p, normalise=True),
-         "xyz": lambda p: mesh.node_features(p, normals=False),
-         "xyz_normals": lambda p: mesh.node_features(p, normals=True),
-         "xyz_laplacian": lambda p: mesh.node_features(p, laplacian=True)}[transform](points)
-    return x, found
+    grids = {"occupancy": voxels.occupancy, "gaussian": voxels.gaussian_splat}
+    if transform == "none":
+        return points, found
+    if transform in grids:
+        return grids[transform](points, **spec_input.get("transform_options", {})), found
+    if transform in mesh.INPUTS:
+        return mesh.INPUTS[transform](points), found
+    raise ValueError(f"mesh transform {transform!r} is not one of {['none', *grids, *mesh.INPUTS]}")
 
 
 def blendshape_inputs(extraction: dict[str, np.ndarray], spec_input: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -206,3 +206,22 @@ def test_a_small_image_is_one_face_crop_already(tiny_zoo, faces):
     assert len(table) == 1 and table.loc[0, ["x0", "y0", "x1", "y1"]].tolist() == [0, 0, 48, 48]
     np.testing.assert_allclose([table.loc[0, f"pixels_2d:{c}"] for c in predictor.class_order],
                                predictor.predict_faces(faces[:1])["pixels_2d"][0], rtol=1e-6)
+
+
+def test_mesh_inputs_make_each_chapters_transform_and_name_the_choices_for_an_unknown_one():
+    from fer_lib import mesh, voxels
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(3, 478, 3))
+    extraction = {"detected": np.array([True, False, True]), "landmarks": points,
+                  "matrix": np.repeat(np.eye(4)[None], 3, axis=0)}
+    spec = {"normalisation": "centre+scale"}
+    normalised = landmarks.normalise(points[[0, 2]], extraction["matrix"][[0, 2]], **landmarks.NORMALISATIONS["centre+scale"])
+    x, found = predict.mesh_inputs(extraction, spec)
+    assert found.tolist() == [True, False, True] and np.allclose(x, normalised)
+    x, _ = predict.mesh_inputs(extraction, {**spec, "transform": "occupancy", "transform_options": {"k": 16}})
+    np.testing.assert_array_equal(x, voxels.occupancy(normalised, k=16))
+    for name, make in mesh.INPUTS.items():
+        np.testing.assert_array_equal(predict.mesh_inputs(extraction, {**spec, "transform": name})[0], make(normalised))
+    with pytest.raises(ValueError, match="'curvature' is not one of.*'gaussian'.*'xyz_laplacian'"):
+        predict.mesh_inputs(extraction, {**spec, "transform": "curvature"})
