@@ -141,3 +141,12 @@ def test_weighted_ensemble_and_tta_rows_are_evaluated_like_any_model(fer_sample,
     assert tta.record["base_model"] == "xception" and tta.record["train_seconds"] == runs["xception"].record["train_seconds"]
     with pytest.raises(ValueError, match="unknown"):
         experiment.average_models(runs, data, fer_sample.class_names, record=None, weights={"vgg": 1})
+
+
+def test_chapter_3_keeps_its_fits_in_the_committed_store_under_full_only():
+    from fer_lib.params import load_params
+    from fer_lib.paths import repo_root
+
+    assert pixels.model_store(load_params("smoke", "03_rq1_2d")) is None  # CI's fits stay in cache/
+    store = pixels.model_store(load_params("full", "03_rq1_2d"))
+    assert store is not None and store.is_relative_to(repo_root()) and not store.is_relative_to(repo_root() / "cache")
