@@ -178,7 +178,9 @@ class FaceMeshExtractor(NativeResource):
     extractor:`` or :meth:`close` (idempotent); an extractor left to the garbage collector closes MediaPipe's
     graph at an arbitrary point, inside another extraction or at exit."""
 
-    def __init__(self, attempts=DEFAULT_ATTEMPTS, min_confidence: float = 0.3):
+    def __init__(self, attempts=DEFAULT_ATTEMPTS, min_confidence: float = 0.3, min_presence: float | None = None):
+        """``min_confidence``: MediaPipe's face detection and (unless ``min_presence`` is given) face
+        presence thresholds."""
         _, BaseOptions, vision = mediapipe_tasks()
 
         self.landmarker = None  # close() works on a half-made extractor
@@ -188,7 +190,7 @@ class FaceMeshExtractor(NativeResource):
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(face_landmarker_path())),
             num_faces=1, min_face_detection_confidence=min_confidence,
-            min_face_presence_confidence=min_confidence,
+            min_face_presence_confidence=min_confidence if min_presence is None else min_presence,
             output_face_blendshapes=True, output_facial_transformation_matrixes=True,
         )
         self.landmarker = vision.FaceLandmarker.create_from_options(options)
@@ -219,9 +221,12 @@ class FaceMeshExtractor(NativeResource):
             return unmirror(points, blendshapes, matrix, gray.shape[1])
         return points, blendshapes, matrix
 
-    def extract(self, images, *, ids=None) -> dict[str, np.ndarray]:
+    def extract(self, images, *, ids=None, first_found=None) -> dict[str, np.ndarray]:
         """Arrays for a batch of images: each goes through the attempts until one finds a face. The batch is
-        checked first (:func:`fer_lib.images.detector_images`; ``ids`` name the images in its errors)."""
+        checked first (:func:`fer_lib.images.detector_images`; ``ids`` name the images in its errors).
+        ``first_found``: per image, the first attempt's :meth:`extract_one` result when another graph has
+        found it already (one with the same first attempt that finds a subset of this one's faces with the
+        same outputs: ``fer_lib.predict``'s shared pass), else None — that image runs every attempt here."""
         from .preprocess import to_gray
 
         images = detector_images(images, ids)
@@ -237,7 +242,8 @@ class FaceMeshExtractor(NativeResource):
             gray = to_gray(image)
             started = time.perf_counter()
             for number, attempt in enumerate(self.attempts):
-                found = self.extract_one(gray, attempt)
+                known = first_found[index] if first_found is not None and number == 0 else None
+                found = known if known is not None else self.extract_one(gray, attempt)
                 if found is not None:
                     points, blendshapes, matrix = found
                     names = names or list(blendshapes)

@@ -17,8 +17,11 @@ From Python: ``Predictor(...).predict_image(image)`` (one row per face) or ``pre
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,10 +211,81 @@ def model_scores(model, x: np.ndarray, spec_input: dict[str, Any]) -> np.ndarray
 # --------------------------------------------------------------------------------------------------
 
 
+def shares_first_attempt(pixel_input: dict[str, Any], mesh_input: dict[str, Any]) -> bool:
+    """Whether one MediaPipe call serves a 2D model's face detector and a mesh cascade's first attempt: the
+    same image preparation (``Attempt(input_size, padding)``, no CLAHE, no mirror) and detection threshold,
+    and a mesh presence threshold no higher than the detector's (MediaPipe's default). The call, made at
+    the detector's presence threshold, then finds a subset of the faces the mesh's first attempt finds,
+    with the same landmarks, blendshapes and matrix (``tests/test_predict.py`` checks both on FER2013)."""
+    from .face_mesh import DEFAULT_ATTEMPTS, Attempt
+    from .preprocess import MEDIAPIPE_PRESENCE, MediaPipeDetector
+
+    defaults = {name: p.default for name, p in inspect.signature(MediaPipeDetector).parameters.items()}
+    options = {**defaults, **pixel_input["detector_options"]}
+    first = (mesh_input.get("attempts") or DEFAULT_ATTEMPTS)[0]
+    first = Attempt(**first) if isinstance(first, dict) else first
+    return (first == Attempt(options["input_size"], options["padding"])
+            and options["min_confidence"] == mesh_input["min_confidence"] <= MEDIAPIPE_PRESENCE)
+
+
+class _MediaPipeRun:
+    """The MediaPipe passes (``{pass key: model input spec}``) on one thread's share of the faces, with the
+    graphs ``graph(key, make)`` gives it."""
+
+    def __init__(self, passes: dict[str, dict[str, Any]], graph):
+        self.passes, self.graph = passes, graph
+
+    def __call__(self, faces48: np.ndarray) -> dict[str, Any]:
+        from .face_mesh import DEFAULT_ATTEMPTS, Attempt, FaceMeshExtractor
+        from .preprocess import MEDIAPIPE_PRESENCE, MediaPipeDetector, detect_faces, detection_row, mediapipe_detection
+
+        out: dict[str, Any] = {}
+        meshes = {key: spec for key, spec in self.passes.items() if spec["kind"] != "pixels"}
+        for key, spec in self.passes.items():
+            if spec["kind"] != "pixels":
+                continue
+            options = spec["detector_options"]
+            mesh_key = next((k for k, m in meshes.items() if k not in out and shares_first_attempt(spec, m)), None)
+            if mesh_key is None:
+                out[key] = detect_faces(faces48, self.graph(key, lambda: MediaPipeDetector(**options)))
+                continue
+            # the detector's call as a mesh extractor's (presence at the detector's threshold): it gives the
+            # detector's landmarks and the cascade's first attempt on the faces it finds
+            attempt = (meshes[mesh_key].get("attempts") or DEFAULT_ATTEMPTS)[0]
+            attempt = Attempt(**attempt) if isinstance(attempt, dict) else attempt
+            shared = self.graph(f"shared {key}", lambda: FaceMeshExtractor(
+                (attempt,), min_confidence=meshes[mesh_key]["min_confidence"], min_presence=MEDIAPIPE_PRESENCE))
+            rows, first = [], []
+            for index, face in enumerate(faces48):
+                started = time.perf_counter()
+                first.append(shared.extract_one(face, attempt))
+                rows.append(detection_row(index, None if first[-1] is None else mediapipe_detection(first[-1][0]),
+                                          face.shape, (time.perf_counter() - started) * 1000))
+            out[key] = pd.DataFrame(rows)
+            extractor = self.graph(mesh_key, lambda: mesh_extractor(meshes[mesh_key]))
+            out[mesh_key] = extractor.extract(faces48, first_found=first)
+        for key, spec in meshes.items():
+            if key not in out:
+                out[key] = self.graph(key, lambda: mesh_extractor(spec)).extract(faces48)
+        return out
+
+
+def _concatenate(parts: list) -> Any:
+    """One pass's results on consecutive shares of the faces, as one: detection tables (ids renumbered) or
+    extraction dicts (per-face arrays joined; the blendshape names of any share that has them)."""
+    if isinstance(parts[0], pd.DataFrame):
+        table = pd.concat(parts, ignore_index=True)
+        table["id"] = np.arange(len(table))
+        return table
+    names = next((p["blendshape_names"] for p in parts if len(p["blendshape_names"])), parts[0]["blendshape_names"])
+    return {**{key: np.concatenate([p[key] for p in parts]) for key in parts[0] if key != "blendshape_names"},
+            "blendshape_names": names}
+
+
 class Predictor(NativeResource):
     """The zoo's models (all, or those whose name or representation is in ``names``), ready to predict."""
 
-    def __init__(self, names=None, zoo_dir=None, max_faces: int = 8, margin: float = 0.2):
+    def __init__(self, names=None, zoo_dir=None, max_faces: int = 8, margin: float = 0.2, workers: int | None = None):
         available = zoo.entries(zoo_dir)
         if not available:
             raise PredictError(f"no models in the zoo ({zoo_dir or zoo.default_dir()}): a zoo folder holds a "
@@ -229,6 +303,7 @@ class Predictor(NativeResource):
         self.class_order = list(next(iter(orders)))
         self.models = {name: zoo.load_model(entry) for name, entry in available.items()}
         self.max_faces, self.margin = max_faces, margin
+        self.workers = workers or os.cpu_count() or 1  # threads for MediaPipe's passes over a batch of faces
         self._finder = None
         self._graphs: dict[str, Any] = {}  # MediaPipe graphs kept open between calls (each costs ~0.1 s to build)
 
@@ -247,31 +322,30 @@ class Predictor(NativeResource):
         return f"mesh {json.dumps([spec_input.get('attempts'), spec_input['min_confidence']], default=str)}"
 
     def _mediapipe_passes(self, faces48: np.ndarray) -> dict[str, Any]:
-        """Every MediaPipe pass the models need, once each: the 2D detector's boxes (``detect_faces``) and
-        the mesh cascade's extraction (which serves every mesh and blendshape model). The passes run side by
-        side in threads (MediaPipe's graphs run outside the GIL), each on its own graph: on a 2-core machine
-        the 2D detector and the mesh cascade together take about the time of the slower one."""
+        """Every MediaPipe pass the models need, by :meth:`_pass_key`: the 2D detector's boxes (a
+        ``detect_faces`` table) and the mesh cascade's extraction (which serves every mesh and blendshape
+        model). Where the 2D detector's call is the cascade's first attempt (:func:`shares_first_attempt`)
+        one call serves both. The faces are split between threads, one per core, each with its own graphs
+        (MediaPipe runs outside the GIL; a graph is never used by two threads at once)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from .preprocess import MediaPipeDetector, detect_faces
-
-        jobs = {}
+        passes = {}
         for entry in self.entries.values():
-            spec_input = entry.spec["input"]
-            key = self._pass_key(spec_input)
-            if key is None or key in jobs:
-                continue
-            if spec_input["kind"] == "pixels":  # graphs are made here, in this thread, never inside the pool
-                detector = self._graph(key, lambda o=spec_input["detector_options"]: MediaPipeDetector(**o))
-                jobs[key] = lambda d=detector: detect_faces(faces48, d)
-            else:
-                extractor = self._graph(key, lambda s=spec_input: mesh_extractor(s))
-                jobs[key] = lambda e=extractor: e.extract(faces48)
-        if len(jobs) < 2:
-            return {key: job() for key, job in jobs.items()}
-        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="mediapipe") as pool:
-            futures = {key: pool.submit(job) for key, job in jobs.items()}
-            return {key: future.result() for key, future in futures.items()}
+            key = self._pass_key(entry.spec["input"])
+            if key is not None:
+                passes.setdefault(key, entry.spec["input"])
+        if not passes:
+            return {}
+        parts = np.array_split(np.arange(len(faces48)), max(1, min(self.workers, len(faces48) // 8)))
+        # each thread makes its own graphs (keys prefixed by its number) on first use; the predictor keeps
+        # them for the next batch and closes them all
+        runs = [_MediaPipeRun(passes, lambda key, make, worker=worker: self._graph(f"{worker} {key}", make))
+                for worker in range(len(parts))]
+        if len(parts) == 1:
+            return runs[0](faces48)
+        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="mediapipe") as pool:
+            results = list(pool.map(lambda run, part: run(faces48[part]), runs, parts))
+        return {key: _concatenate([result[key] for result in results]) for key in passes}
 
     def predict_faces(self, faces48: np.ndarray) -> dict[str, np.ndarray]:
         """Class probabilities (N, classes) per model and the fusion; NaN rows for faces a model cannot read."""

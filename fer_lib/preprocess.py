@@ -144,6 +144,17 @@ class DlibHogDetector(Detector):
 #: MediaPipe face-mesh indices of the outer and inner corners of each eye (image-left eye first).
 _MP_LEFT_EYE = (33, 133)
 _MP_RIGHT_EYE = (362, 263)
+#: MediaPipe's own ``min_face_presence_confidence``, which the detector keeps (the mesh extractor sets its own)
+MEDIAPIPE_PRESENCE = 0.5
+
+
+def mediapipe_detection(points: np.ndarray) -> Detection:
+    """The box around MediaPipe's landmarks (N, 2 or 3) and the centres of its eye corners."""
+    x0, y0 = points[:, :2].min(0)
+    x1, y1 = points[:, :2].max(0)
+    left = points[list(_MP_LEFT_EYE), :2].mean(0)
+    right = points[list(_MP_RIGHT_EYE), :2].mean(0)
+    return Detection((x0, y0, x1, y1), tuple(left), tuple(right))
 
 
 class MediaPipeDetector(Detector):
@@ -162,7 +173,7 @@ class MediaPipeDetector(Detector):
         self.landmarker = None  # close() works on a half-made detector
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(face_landmarker_path())),
-            num_faces=1, min_face_detection_confidence=min_confidence,
+            num_faces=1, min_face_detection_confidence=min_confidence, min_face_presence_confidence=MEDIAPIPE_PRESENCE,
         )
         self.landmarker = vision.FaceLandmarker.create_from_options(options)
         self.input_size, self.padding = input_size, padding
@@ -184,13 +195,7 @@ class MediaPipeDetector(Detector):
 
     def detect(self, gray: np.ndarray) -> Detection | None:
         points = self.landmarks(gray)
-        if points is None:
-            return None
-        x0, y0 = points[:, :2].min(0)
-        x1, y1 = points[:, :2].max(0)
-        left = points[list(_MP_LEFT_EYE), :2].mean(0)
-        right = points[list(_MP_RIGHT_EYE), :2].mean(0)
-        return Detection((x0, y0, x1, y1), tuple(left), tuple(right))
+        return None if points is None else mediapipe_detection(points)
 
     def close(self):
         landmarker, self.landmarker = self.landmarker, None
@@ -217,17 +222,19 @@ def detect_faces(images: np.ndarray, detector, ids=None) -> pd.DataFrame:
         image = detector_image(image, describe(index, ids))
         started = time.perf_counter()
         detection = detector.detect(to_gray(image))
-        ms = (time.perf_counter() - started) * 1000
-        height, width = image.shape[:2]
-        found = detection is not None
-        box = detection.box if found else (0.0, 0.0, float(width), float(height))
-        eyes = (detection.left_eye, detection.right_eye) if found and detection.left_eye is not None else (None, None)
-        rows.append({
-            "id": ids[index] if ids is not None else index, "found": found, "fallback": not found,
-            "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
-            "left_eye": eyes[0], "right_eye": eyes[1], "ms": ms,
-        })
+        rows.append(detection_row(ids[index] if ids is not None else index, detection, image.shape,
+                                  (time.perf_counter() - started) * 1000))
     return pd.DataFrame(rows)
+
+
+def detection_row(image_id, detection: Detection | None, shape, ms: float) -> dict:
+    """One row of :func:`detect_faces`' table: a miss keeps the whole frame (``shape``: the image's) as its box."""
+    height, width = shape[:2]
+    found = detection is not None
+    box = detection.box if found else (0.0, 0.0, float(width), float(height))
+    eyes = (detection.left_eye, detection.right_eye) if found and detection.left_eye is not None else (None, None)
+    return {"id": image_id, "found": found, "fallback": not found, "x0": box[0], "y0": box[1], "x1": box[2],
+            "y1": box[3], "left_eye": eyes[0], "right_eye": eyes[1], "ms": ms}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -225,3 +225,22 @@ def test_mesh_inputs_make_each_chapters_transform_and_name_the_choices_for_an_un
         np.testing.assert_array_equal(predict.mesh_inputs(extraction, {**spec, "transform": name})[0], make(normalised))
     with pytest.raises(ValueError, match="'curvature' is not one of.*'gaussian'.*'xyz_laplacian'"):
         predict.mesh_inputs(extraction, {**spec, "transform": "curvature"})
+
+
+def test_one_mediapipe_call_serves_the_2d_detector_and_the_mesh_cascade_with_the_same_predictions(
+        tiny_zoo, fer_sample, monkeypatch):
+    faces = fer_sample.stratified_subset(3, splits=(TEST,)).images  # 21 faces: two threads' shares
+    assert predict.shares_first_attempt(PIXELS, MESH)
+    assert not predict.shares_first_attempt({**PIXELS, "detector_options": {"input_size": 192, "padding": 32,
+                                                                            "min_confidence": 0.3}}, MESH)
+    assert not predict.shares_first_attempt(PIXELS, {**MESH, "min_confidence": 0.6})  # would find faces the 2D detector misses
+    with predict.Predictor(zoo_dir=tiny_zoo, workers=2) as predictor:
+        shared = predictor.predict_faces(faces)
+        assert any(key.startswith("1 ") for key in predictor._graphs)  # the second thread had its own graphs
+    monkeypatch.setattr(predict, "shares_first_attempt", lambda *_: False)
+    with predict.Predictor(zoo_dir=tiny_zoo, workers=1) as predictor:
+        separate = predictor.predict_faces(faces)
+        assert not any(key.startswith("0 shared") for key in predictor._graphs)
+    for name in separate:
+        np.testing.assert_array_equal(shared[name], separate[name], err_msg=name)
+    assert not np.isnan(shared["landmarks_3d"][:, 0]).all()  # MediaPipe read some of the faces
