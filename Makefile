@@ -14,13 +14,14 @@ RUN := $(PY) -m fer_lib.runner
 # ($FER_DATA_DIR): their checked cells guard the data layer against regressions.
 NBVAL_FULL := book/executed/full/01_data.ipynb
 
-.PHONY: help venv book execute chapter render check-book test smoke sample-data clean train
+.PHONY: help venv book execute chapter render check-book check-numbers test smoke sample-data clean train
 
 help:
 	@echo "make book [PROFILE=sample|full|smoke]   execute every chapter, then build the HTML book"
 	@echo "make chapter CH=01_data [PROFILE=...]    execute one chapter"
 	@echo "make render [PROFILE=full]               build the HTML book from executed notebooks only"
 	@echo "make check-book                          the full book with warnings as errors, then every page in headless Chromium"
+	@echo "make check-numbers [PROFILE=full] [SINCE=HEAD]  typed numbers in the prose that a re-execution changed"
 	@echo "make test                                unit tests + nbval executing every chapter under smoke"
 	@echo "make train [PROFILE=full]                train chapter 3's converged 2D models in the background"
 	@echo "make venv                                create/update $(VENV) with the pinned stack"
@@ -53,6 +54,12 @@ book: execute render
 check-book: venv
 	$(RUN) render --profile full --strict
 	$(PY) -m fer_lib.browser_check _build/full/_build/html
+
+# After re-executing chapters: every percentage or decimal typed into their prose that the record field or
+# output position which gave it at $(SINCE) no longer gives, with what it says now (fer_lib.typed_numbers).
+SINCE ?= HEAD
+check-numbers: venv
+	$(PY) -m fer_lib.typed_numbers --since $(SINCE) book/executed/$(PROFILE)/*.ipynb
 
 smoke: venv
 	$(RUN) execute --profile smoke
