@@ -37,6 +37,7 @@ NORMALISATIONS = ("none", "centre", "centre+scale", "centre+scale+pose")
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 PerClass = Optional[PositiveInt]  # images kept per class; null: all
 Seeds = Annotated[list[int], Field(min_length=1)]
@@ -269,6 +270,15 @@ class Tta(Block):
     shift: NonNegativeInt = 2
 
 
+class ConvergenceGoals(Block):
+    """The targets chapter 3's converged models are measured against (PrivateTest accuracy; a speed ratio)."""
+    best_single: Fraction                 # the best single 2D model, chosen on PublicTest
+    ensemble: Fraction                    # the 2D ensemble with test-time augmentation
+    resnet_vgg: Fraction                  # each converged ResNet and VGG row
+    resnet_vgg_models: Annotated[list[str], Field(min_length=1)]  # which rows those are
+    study_cnn_speedup: PositiveFloat      # study CNN training images/s, tf.data over chapter 3's arrays path
+
+
 class Converged(Block):
     input: Literal["raw", "preprocessed"]
     augmentation: Augmentation2D
@@ -278,10 +288,13 @@ class Converged(Block):
     model_store: Optional[str] = None
     tta: Tta
     ensemble_rounds: PositiveInt
+    goals: Optional[ConvergenceGoals] = None
 
     @model_validator(mode="after")
     def _compared_models_exist(self):
         _names_in(self.schedule_comparison, self.models, "schedule_comparison", "converged.models")
+        if self.goals is not None:
+            _names_in(self.goals.resnet_vgg_models, self.models, "goals.resnet_vgg_models", "converged.models")
         return self
 
 

@@ -376,6 +376,62 @@ def converged_runs(P, rq1: RQ1Inputs, only=None, log_path=None):
         store=model_store(P))
 
 
+#: how a fit ended that counts as converged: early stopping said so, or the schedule reached its end
+CONVERGED_STOPS = ("early_stopping", "schedule_end")
+
+
+def study_cnn_speedup(benchmark_path) -> dict | None:
+    """From ``benchmarks/pixels_speed.py``'s records: the latest study-CNN row's training images per second
+    on chapter 3's path ("arrays") and on the tf.data pipeline, timed alternately in one run, and their ratio
+    (None when the file has no such row)."""
+    import json
+    from pathlib import Path
+
+    path = Path(benchmark_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = [r for r in rows if r.get("architecture") == "study_cnn" and r.get("train_images_per_s_arrays")
+            and r.get("train_images_per_s_tf_data")]
+    if not rows:
+        return None
+    row = rows[-1]
+    return {"arrays": row["train_images_per_s_arrays"], "tf_data": row["train_images_per_s_tf_data"],
+            "ratio": row["train_images_per_s_tf_data"] / row["train_images_per_s_arrays"],
+            "range": row.get("train_images_per_s_range"), "load": row.get("load_average_1min_before")}
+
+
+def convergence_goals(goals: dict, records: dict[str, dict], best_single: str, ensemble: dict,
+                      benchmark_path) -> "pd.DataFrame":
+    """Chapter 3's goals for its converged models (params ``converged.goals``) against the records: the
+    best single model (chosen on PublicTest), the ensemble, each ResNet/VGG row (and whether it ended
+    converged, not on a budget), and the study CNN's training speed-up from the benchmark's records."""
+    import pandas as pd
+
+    def accuracy(record):
+        low, high = record["accuracy_ci95"]
+        return f"{record['accuracy']:.1%} (95 % CI {low:.1%}–{high:.1%})"
+
+    best = records[best_single]
+    rows = [{"goal": f"best single 2D model ≥ {goals['best_single']:.1%}", "measured": f"{best_single}: {accuracy(best)}",
+             "met": best["accuracy"] >= goals["best_single"]},
+            {"goal": f"2D ensemble with test-time augmentation ≥ {goals['ensemble']:.0%}", "measured": accuracy(ensemble),
+             "met": ensemble["accuracy"] >= goals["ensemble"]}]
+    for name in goals["resnet_vgg_models"]:
+        record = records.get(name)
+        if record is None:
+            rows.append({"goal": f"{name} converged, ≥ {goals['resnet_vgg']:.0%}", "measured": "not trained", "met": False})
+            continue
+        ended = record.get("stopped_by", "?")
+        rows.append({"goal": f"{name} converged, ≥ {goals['resnet_vgg']:.0%}",
+                     "measured": f"{accuracy(record)}; {record.get('epochs_run')} epochs, ended by {ended.replace('_', ' ')}",
+                     "met": record["accuracy"] >= goals["resnet_vgg"] and ended in CONVERGED_STOPS})
+    speed = study_cnn_speedup(benchmark_path)
+    rows.append({"goal": f"study CNN training ≥ {goals['study_cnn_speedup']:g}× chapter 3's images/s",
+                 "measured": "not benchmarked (benchmarks/pixels_speed.py --out benchmarks/pixels_speed.results.jsonl)"
+                 if speed is None else f"{speed['ratio']:.2f}× ({speed['arrays']:.0f} → {speed['tf_data']:.0f} images/s)",
+                 "met": speed is not None and speed["ratio"] >= goals["study_cnn_speedup"]})
+    return pd.DataFrame(rows).set_index("goal")
+
+
 def main(argv=None) -> None:
     """``python -m fer_lib.pixels train --profile full [--models a b] [--log PATH]``: train chapter 3's
     converged models (params ``03_rq1_2d.converged``) with a progress line per epoch in the log; a

@@ -150,3 +150,27 @@ def test_chapter_3_keeps_its_fits_in_the_committed_store_under_full_only():
     assert pixels.model_store(load_params("smoke", "03_rq1_2d")) is None  # CI's fits stay in cache/
     store = pixels.model_store(load_params("full", "03_rq1_2d"))
     assert store is not None and store.is_relative_to(repo_root()) and not store.is_relative_to(repo_root() / "cache")
+
+
+def test_convergence_goals_compare_the_records_and_the_benchmark_with_the_targets(tmp_path):
+    import json
+
+    def record(accuracy, stopped_by="schedule_end"):
+        return {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.01, accuracy + 0.01], "epochs_run": 40,
+                "stopped_by": stopped_by}
+
+    goals = {"best_single": 0.665, "ensemble": 0.70, "resnet_vgg": 0.62, "resnet_vgg_models": ["vgg11_w16", "resnet18_w16"],
+             "study_cnn_speedup": 2.0}
+    records = {"vgg11_w16": record(0.67), "resnet18_w16": record(0.64, stopped_by="time_budget")}
+    bench = tmp_path / "pixels_speed.results.jsonl"
+    assert pixels.study_cnn_speedup(bench) is None
+    table = pixels.convergence_goals(goals, records, "vgg11_w16", record(0.69), bench)
+    assert table["met"].tolist() == [True, False, True, False, False]  # ResNet: above 62 % but ended by its budget
+    assert "not benchmarked" in table["measured"].iloc[-1] and "67.0%" in table["measured"].iloc[0]
+    rows = [{"architecture": "study_cnn", "train_images_per_s_arrays": 40.0, "train_images_per_s_tf_data": 70.0},
+            {"architecture": "vgg11_w16", "train_images_per_s_arrays": 100.0, "train_images_per_s_tf_data": 300.0},
+            {"architecture": "study_cnn", "train_images_per_s_arrays": 50.0, "train_images_per_s_tf_data": 110.0}]
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert pixels.study_cnn_speedup(bench)["ratio"] == pytest.approx(2.2)  # the latest study-CNN row
+    table = pixels.convergence_goals(goals, records, "vgg11_w16", record(0.71), bench)
+    assert table["met"].tolist() == [True, True, True, False, True]
