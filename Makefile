@@ -14,7 +14,7 @@ RUN := $(PY) -m fer_lib.runner
 # ($FER_DATA_DIR): their checked cells guard the data layer against regressions.
 NBVAL_FULL := book/executed/full/01_data.ipynb
 
-.PHONY: help venv book execute chapter render check-book check-numbers test smoke sample-data clean train
+.PHONY: help venv book execute chapter render check-book check-numbers test smoke sample-data clean train full-run
 
 help:
 	@echo "make book [PROFILE=sample|full|smoke]   execute every chapter, then build the HTML book"
@@ -24,6 +24,7 @@ help:
 	@echo "make check-numbers [PROFILE=full] [SINCE=HEAD]  typed numbers in the prose that a re-execution changed"
 	@echo "make test                                unit tests + nbval executing every chapter under smoke"
 	@echo "make train [PROFILE=full]                train chapter 3's converged 2D models in the background"
+	@echo "make full-run                            make train's fits, then every chapter under full, in the background"
 	@echo "make venv                                create/update $(VENV) with the pinned stack"
 	@echo "VERBOSE=1 (any target)                   the kernels' C++ log lines on the terminal, not in cache/logs/"
 
@@ -94,6 +95,16 @@ train: venv
 	@mkdir -p cache/logs
 	nohup $(PY) -m fer_lib.pixels train --profile $(PROFILE) > cache/logs/03_rq1_2d-$(PROFILE).out 2>&1 &
 	@echo "training in the background: tail -f cache/logs/03_rq1_2d-$(PROFILE).log"
+
+# The whole full-profile book from where its stores and caches stand, unattended: chapter 3's converged
+# fits (resumed), then every chapter executed in order (each reads what is cached and trains the rest).
+# Progress: cache/logs/full-run.out (a line per chapter) and each fit's log. Then commit, and run
+# `make check-numbers PROFILE=full` before trusting the chapters' prose.
+full-run: venv
+	@mkdir -p cache/logs
+	nohup sh -c '$(PY) -m fer_lib.pixels train --profile full > cache/logs/03_rq1_2d-full.out 2>&1 && \
+		$(RUN) execute --profile full' > cache/logs/full-run.out 2>&1 &
+	@echo "running in the background: tail -f cache/logs/full-run.out cache/logs/03_rq1_2d-full.log"
 
 sample-data: venv
 	@test -n "$$FER_DATA_DIR" || { echo "set FER_DATA_DIR to the folder with the full .npz archives"; exit 2; }
