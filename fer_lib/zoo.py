@@ -151,14 +151,17 @@ def export_best(runs: dict, spec_for, *, name: str, zoo_dir: str | Path | None =
     """Export a chapter's best single model as zoo entry ``name``: among its runs (name → experiment.Trained)
     with a model (ensembles left out) and an input spec (``spec_for(run_name, run)``, None: not packageable),
     those within ``within`` of the best PublicTest accuracy, smallest first (a forest of millions of nodes
-    is not worth a point); the first whose file fits ``max_mb``. PrivateTest plays no part in the choice.
-    Returns None, printing why, when no run qualifies."""
+    is not worth a point), and of equal size the fastest (a model with test-time augmentation runs ten
+    views of a face: not worth less than a point either); the first whose file fits ``max_mb``.
+    PrivateTest plays no part in the choice. Returns None, printing why, when no run qualifies."""
     candidates = []
     for run_name, run in runs.items():
         model = getattr(run, "estimator", None) or (run.fitted.model if run.fitted is not None else None)
         spec_input = spec_for(run_name, run) if model is not None else None
         if spec_input is not None and not run.record.get("members"):
-            candidates.append((run.record["val_accuracy"], run.record.get("n_params") or 0, run_name, model, spec_input))
+            candidates.append((run.record["val_accuracy"], (run.record.get("n_params") or 0,
+                                                            run.record.get("infer_ms_per_image") or 0.0),
+                               run_name, model, spec_input))
     if not candidates:
         print(f"zoo {name!r}: no single model with a packageable input among {sorted(runs)}")
         return None

@@ -195,6 +195,16 @@ def test_export_best_takes_the_smallest_model_within_a_point_on_publictest_and_s
     entry = zoo.export_best(runs, lambda name, r: None if name in ("no_spec", "close_small") else spec, name="lm",
                             zoo_dir=tmp_path)
     assert entry.model_path.suffix == ".joblib"
+    # of two equal networks within a point, the one without test-time augmentation's ten views
+    views = {"plain": run(0.600, 300, dense(2)), "plain_tta": run(0.605, 300, dense(2))}
+    views["plain"].record["infer_ms_per_image"], views["plain_tta"].record["infer_ms_per_image"] = 1.3, 13.0
+    chosen = zoo.export_best(views, lambda name, r: {**spec, **({"tta": {"flip": True}} if name.endswith("_tta") else {})},
+                             name="lm", zoo_dir=tmp_path)
+    assert "tta" not in chosen.spec["input"]
+    views["plain_tta"].record["val_accuracy"] = 0.62  # two points better: worth its views
+    chosen = zoo.export_best(views, lambda name, r: {**spec, **({"tta": {"flip": True}} if name.endswith("_tta") else {})},
+                             name="lm", zoo_dir=tmp_path)
+    assert chosen.spec["input"]["tta"] == {"flip": True}
     assert zoo.export_best(runs, lambda name, r: spec, name="lm", zoo_dir=tmp_path, max_mb=1e-9) is None
     assert not (tmp_path / "lm").exists()
     assert list(zoo.entries(tmp_path)) == []
