@@ -114,6 +114,12 @@ def measure(name: str, n_images: int, batch_size: int, repeats: int) -> dict:
         "train_images_per_s_arrays": round(n_images / arrays_s, 1),
         "train_images_per_s_tf_data": round(n_images / tf_data_s, 1),
         "train_images_per_s_tf_data_xla": round(n_images / float(np.median(xla)), 1),
+        # Keras falls back to plain graphs when a layer cannot be compiled (RandomRotation): then the "xla"
+        # timings are the tf.data path again
+        "xla_applied": bool(getattr(jitted, "jit_compile", False)),
+        # every timing, in the order taken: this machine's speed is bimodal (some runs cap at one rate)
+        "train_images_per_s_samples": {"arrays": [round(n_images / t, 1) for t in arrays],
+                                       "tf_data": [round(n_images / t, 1) for t in tf_data]},
         "train_images_per_s_range": [round(n_images / max(arrays + tf_data + xla), 1),
                                      round(n_images / min(arrays + tf_data + xla), 1)],
         "infer_images_per_s": round(n_images / infer, 1), "infer_ms_per_image": round(1000 * infer / n_images, 3),

@@ -273,22 +273,21 @@ def main(argv=None) -> int:
         if not path.is_file():
             print(f"error: {path}: no such notebook (execute the chapter first)", file=sys.stderr)
             return 2
-        if args.since:
-            try:
-                found = stale_numbers(path, args.since, args.profile)
-            except FileNotFoundError as error:
-                print(f"error: {error}", file=sys.stderr)
-                return 2
-            for item in found:
-                print(f"{path.name} cell {item.typed.cell}: {item.typed.text!r} was {'; '.join(item.places)}; now "
-                      f"{'; '.join(item.now)}\n    in: {item.typed.line[:160]}")
-        else:
-            found = unmatched(path, args.profile)
-            for typed in found:
-                print(f"{path.name} cell {typed.cell}: {typed.text!r} in: {typed.line[:160]}")
-        total += len(found)
-    what = f"no longer given where they were at {args.since}" if args.since else \
-        "that no output, record, seed or parameter of the chapter gives"
+        stale: list[Stale] = []
+        try:
+            stale = stale_numbers(path, args.since, args.profile) if args.since else []
+            alone = [] if args.since else unmatched(path, args.profile)
+        except FileNotFoundError as error:  # a chapter executed for the first time: nothing to compare with
+            print(f"{path.name}: not compared ({error}); checked against itself", file=sys.stderr)
+            alone = unmatched(path, args.profile)
+        for item in stale:
+            print(f"{path.name} cell {item.typed.cell}: {item.typed.text!r} was {'; '.join(item.places)}; now "
+                  f"{'; '.join(item.now)}\n    in: {item.typed.line[:160]}")
+        for typed in alone:
+            print(f"{path.name} cell {typed.cell}: {typed.text!r} in: {typed.line[:160]}")
+        total += len(stale) + len(alone)
+    what = f"no longer given where they were at {args.since} (or, in a new chapter, given by nothing)" if args.since \
+        else "that no output, record, seed or parameter of the chapter gives"
     print(f"{total} typed number(s) {what}", file=sys.stderr)
     return 1 if total else 0
 

@@ -71,3 +71,16 @@ def test_the_command_line_exits_1_with_stale_numbers_and_2_for_a_missing_noteboo
     nbformat.write(nbformat.from_dict(notebook("Accuracy 61.2 %.", table(0.5362, 12))), path)
     assert typed_numbers.main([str(path), "--profile", "no-such-profile"]) == 1
     assert "'61.2 %'" in capsys.readouterr().out
+
+
+def test_a_chapter_new_since_the_revision_is_checked_against_itself(tmp_path, capsys):
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "t@t"), git(tmp_path, "config", "user.name", "t")
+    (tmp_path / "README").write_text("x")
+    git(tmp_path, "add", "-A"), git(tmp_path, "commit", "-qm", "before the chapter")
+    path = tmp_path / "full" / "12_new.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nbformat.from_dict(notebook("Accuracy 53.6 % and 61.2 %.", table(0.5362, 12))), path)
+    assert typed_numbers.main([str(path), "--since", "HEAD", "--profile", "no-such-profile"]) == 1
+    captured = capsys.readouterr()
+    assert "not compared" in captured.err and "'61.2 %'" in captured.out and "'53.6 %'" not in captured.out
