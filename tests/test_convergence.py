@@ -174,3 +174,14 @@ def test_convergence_goals_compare_the_records_and_the_benchmark_with_the_target
     assert pixels.study_cnn_speedup(bench)["ratio"] == pytest.approx(2.2)  # the latest study-CNN row
     table = pixels.convergence_goals(goals, records, "vgg11_w16", record(0.71), bench)
     assert table["met"].tolist() == [True, True, True, False, True]
+
+
+def test_the_study_cnn_speed_up_uses_each_paths_fastest_timing_when_the_benchmark_kept_them(tmp_path):
+    import json
+
+    row = {"architecture": "study_cnn", "train_images_per_s_arrays": 88.7, "train_images_per_s_tf_data": 50.0,
+           "train_images_per_s_best": {"arrays": 96.9, "tf_data": 99.0}}  # bimodal timings: medians mislead
+    bench = tmp_path / "pixels_speed.results.jsonl"
+    bench.write_text(json.dumps(row) + "\n")
+    speed = pixels.study_cnn_speedup(bench)
+    assert speed["statistic"] == "fastest" and speed["ratio"] == pytest.approx(99.0 / 96.9)
