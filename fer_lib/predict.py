@@ -21,7 +21,6 @@ import inspect
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,13 +158,18 @@ def pixel_inputs(faces48: np.ndarray, spec_input: dict[str, Any], detector=None,
     return preprocessing.apply(faces48, detections)[..., None].astype("float32"), np.ones(len(faces48), bool)
 
 
+def mesh_attempts(spec_input: dict[str, Any]) -> tuple:
+    """A mesh spec's attempt cascade as ``Attempt``s (none given: ``face_mesh.DEFAULT_ATTEMPTS``)."""
+    from .face_mesh import DEFAULT_ATTEMPTS, Attempt
+
+    return tuple(Attempt(**a) if isinstance(a, dict) else a for a in spec_input.get("attempts") or DEFAULT_ATTEMPTS)
+
+
 def mesh_extractor(spec_input: dict[str, Any]):
     """A FaceMeshExtractor with the spec's attempt cascade and confidence (close it, or use ``with``)."""
-    from .face_mesh import DEFAULT_ATTEMPTS, Attempt, FaceMeshExtractor
+    from .face_mesh import FaceMeshExtractor
 
-    attempts = spec_input.get("attempts") or DEFAULT_ATTEMPTS
-    return FaceMeshExtractor(tuple(Attempt(**a) if isinstance(a, dict) else a for a in attempts),
-                             min_confidence=spec_input["min_confidence"])
+    return FaceMeshExtractor(mesh_attempts(spec_input), min_confidence=spec_input["min_confidence"])
 
 
 def mesh_inputs(extraction: dict[str, np.ndarray], spec_input: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -217,15 +221,27 @@ def shares_first_attempt(pixel_input: dict[str, Any], mesh_input: dict[str, Any]
     and a mesh presence threshold no higher than the detector's (MediaPipe's default). The call, made at
     the detector's presence threshold, then finds a subset of the faces the mesh's first attempt finds,
     with the same landmarks, blendshapes and matrix (``tests/test_predict.py`` checks both on FER2013)."""
-    from .face_mesh import DEFAULT_ATTEMPTS, Attempt
+    from .face_mesh import Attempt
     from .preprocess import MEDIAPIPE_PRESENCE, MediaPipeDetector
 
     defaults = {name: p.default for name, p in inspect.signature(MediaPipeDetector).parameters.items()}
     options = {**defaults, **pixel_input["detector_options"]}
-    first = (mesh_input.get("attempts") or DEFAULT_ATTEMPTS)[0]
-    first = Attempt(**first) if isinstance(first, dict) else first
-    return (first == Attempt(options["input_size"], options["padding"])
+    return (mesh_attempts(mesh_input)[0] == Attempt(options["input_size"], options["padding"])
             and options["min_confidence"] == mesh_input["min_confidence"] <= MEDIAPIPE_PRESENCE)
+
+
+class _FirstAttemptDetector:
+    """A detector for ``detect_faces`` made of a mesh extractor's first attempt: the box and eyes of the
+    landmarks it finds, each extraction kept (``found``, in call order) for the mesh cascade."""
+
+    def __init__(self, extractor, attempt):
+        self.extractor, self.attempt, self.found = extractor, attempt, []
+
+    def detect(self, gray: np.ndarray):
+        from .preprocess import mediapipe_detection
+
+        self.found.append(self.extractor.extract_one(gray, self.attempt))
+        return None if self.found[-1] is None else mediapipe_detection(self.found[-1][0])
 
 
 class _MediaPipeRun:
@@ -236,8 +252,8 @@ class _MediaPipeRun:
         self.passes, self.graph = passes, graph
 
     def __call__(self, faces48: np.ndarray) -> dict[str, Any]:
-        from .face_mesh import DEFAULT_ATTEMPTS, Attempt, FaceMeshExtractor
-        from .preprocess import MEDIAPIPE_PRESENCE, MediaPipeDetector, detect_faces, detection_row, mediapipe_detection
+        from .face_mesh import FaceMeshExtractor
+        from .preprocess import MEDIAPIPE_PRESENCE, MediaPipeDetector, detect_faces
 
         out: dict[str, Any] = {}
         meshes = {key: spec for key, spec in self.passes.items() if spec["kind"] != "pixels"}
@@ -251,19 +267,12 @@ class _MediaPipeRun:
                 continue
             # the detector's call as a mesh extractor's (presence at the detector's threshold): it gives the
             # detector's landmarks and the cascade's first attempt on the faces it finds
-            attempt = (meshes[mesh_key].get("attempts") or DEFAULT_ATTEMPTS)[0]
-            attempt = Attempt(**attempt) if isinstance(attempt, dict) else attempt
-            shared = self.graph(f"shared {key}", lambda: FaceMeshExtractor(
-                (attempt,), min_confidence=meshes[mesh_key]["min_confidence"], min_presence=MEDIAPIPE_PRESENCE))
-            rows, first = [], []
-            for index, face in enumerate(faces48):
-                started = time.perf_counter()
-                first.append(shared.extract_one(face, attempt))
-                rows.append(detection_row(index, None if first[-1] is None else mediapipe_detection(first[-1][0]),
-                                          face.shape, (time.perf_counter() - started) * 1000))
-            out[key] = pd.DataFrame(rows)
+            attempt = mesh_attempts(meshes[mesh_key])[0]
+            shared = _FirstAttemptDetector(self.graph(f"shared {key}", lambda: FaceMeshExtractor(
+                (attempt,), min_confidence=meshes[mesh_key]["min_confidence"], min_presence=MEDIAPIPE_PRESENCE)), attempt)
+            out[key] = detect_faces(faces48, shared)
             extractor = self.graph(mesh_key, lambda: mesh_extractor(meshes[mesh_key]))
-            out[mesh_key] = extractor.extract(faces48, first_found=first)
+            out[mesh_key] = extractor.extract(faces48, first_found=shared.found)
         for key, spec in meshes.items():
             if key not in out:
                 out[key] = self.graph(key, lambda: mesh_extractor(spec)).extract(faces48)
