@@ -14,7 +14,7 @@ RUN := $(PY) -m fer_lib.runner
 # ($FER_DATA_DIR): their checked cells guard the data layer against regressions.
 NBVAL_FULL := book/executed/full/01_data.ipynb
 
-.PHONY: help venv book execute chapter render check-book check-numbers test smoke sample-data clean train full-run
+.PHONY: help venv book execute chapter render check-book check-numbers test smoke sample-data clean train full-run readme-example
 
 help:
 	@echo "make book [PROFILE=sample|full|smoke]   execute every chapter, then build the HTML book"
@@ -25,6 +25,7 @@ help:
 	@echo "make test                                unit tests + nbval executing every chapter under smoke"
 	@echo "make train [PROFILE=full]                train chapter 3's converged 2D models in the background"
 	@echo "make full-run                            make train's fits, then every chapter under full, in the background"
+	@echo "make readme-example                      rerun README's predict example on the packaged zoo, write its output there"
 	@echo "make venv                                create/update $(VENV) with the pinned stack"
 	@echo "VERBOSE=1 (any target)                   the kernels' C++ log lines on the terminal, not in cache/logs/"
 
@@ -105,6 +106,10 @@ full-run: venv
 	nohup sh -c '$(PY) -m fer_lib.pixels train --profile full > cache/logs/03_rq1_2d-full.out 2>&1 && \
 		$(RUN) execute --profile full' > cache/logs/full-run.out 2>&1 &
 	@echo "running in the background: tail -f cache/logs/full-run.out cache/logs/03_rq1_2d-full.log"
+
+# README's "Use the book's models": the command run on the committed example photo with the packaged zoo
+readme-example: venv
+	$(PY) -m fer_lib.readme_example
 
 sample-data: venv
 	@test -n "$$FER_DATA_DIR" || { echo "set FER_DATA_DIR to the folder with the full .npz archives"; exit 2; }

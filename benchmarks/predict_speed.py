@@ -6,7 +6,7 @@ per model and all together.
     python benchmarks/predict_speed.py --zoo cache/zoo/smoke --images 1000 --data-dir $FER_DATA_DIR \\
         --out benchmarks/predict_speed.results.jsonl
 
-The photo is a JAFFE face (256 px) on a 640×480 grey frame; the folder is the first ``--images`` FER2013
+The photo is one JAFFE sample face (256 px) on a 640×480 grey frame (``fer_lib.sample.example_photo``); the folder is the first ``--images`` FER2013
 PrivateTest images written as PNG files, run through ``predict.predict_paths`` as the command line runs
 them (reading, face finding, every pipeline). One warm-up, then medians of ``--repeats`` runs. Prints one
 JSON line per measurement and, with --out, appends it. Speed is reported here, never asserted in a test.
@@ -23,16 +23,9 @@ import numpy as np
 import record
 
 import fer_lib
-from fer_lib import predict
+from fer_lib import predict, sample
 from fer_lib.data import TEST
 from fer_lib.paths import resolve_data_dir, sample_data_dir
-
-
-def photo_with_a_face(data_dir: Path) -> np.ndarray:
-    face = fer_lib.load_jaffe(sample_data_dir()).images[0]
-    photo = np.full((480, 640), 120, np.uint8)
-    photo[100:100 + face.shape[0], 200:200 + face.shape[1]] = face
-    return photo
 
 
 def main() -> None:
@@ -50,7 +43,7 @@ def main() -> None:
     common = {"benchmark": "predict_speed", "zoo": args.zoo or "packaged", **record.machine(load)}
 
     everything = predict.Predictor(zoo_dir=args.zoo)
-    photo = photo_with_a_face(data_dir)
+    photo = sample.example_photo(labels=("happy",))  # one face, as the goal says
     everything.predict_image(photo)  # warm-up: graphs, first batches
     seconds = []
     for _ in range(args.repeats):

@@ -113,7 +113,7 @@ for variant in ("raw", "preprocessed"):
             build(A["model"], {}, seed), data, config, cache_name=f"rq1-ablation-{variant}",
             options={"model": A["model"], "augmentation": P.augmentation}, class_names=classes, record=None,
             x_train=inputs[variant][ablation_train], y_train=y[ablation_train], n_boot=200, verbose=0,
-            store=pixels.model_store(P))
+            store=training.model_store(P))
         rows.append({"input": variant, "seed": seed, "PublicTest accuracy": run.record["val_accuracy"],
                      "PrivateTest accuracy": run.record["accuracy"], "PrivateTest macro F1": run.record["macro_f1"],
                      "train minutes": run.fitted.train_seconds / 60, "epochs": run.fitted.epochs_run})
@@ -189,7 +189,7 @@ for model_name, spec in P.models.items():
         record={"chapter": "03_rq1_2d", "representation": "pixels_2d", "model": label, "dataset": "fer2013",
                 "label_set": faces.label_set, "profile": profile, "seed": P.seed,
                 "extract_ms_per_image": extract_ms[chosen_input], "input": chosen_input,
-                "weights": options.get("weights")}, store=pixels.model_store(P))
+                "weights": options.get("weights")}, store=training.model_store(P))
     histories[label], records[label], models[label] = run.fitted.history, run.record, run.fitted.model
     test_scores[label] = run.test_probabilities
     print(f"{label}: {run.fitted.summary}{' (read from cache/models)' if run.fitted.from_cache else ''}")

@@ -143,7 +143,7 @@ for variant in A["variants"]:
         run = experiment.train_and_evaluate(
             build(A["model"], {}, seed), arrays[variant], base.with_(seed=seed, epochs=A["epochs"]),
             cache_name=f"rq21-norm-{variant}", options={"model": A["model"], "normalisation": variant},
-            class_names=classes, record=None, n_boot=200, verbose=0)
+            class_names=classes, record=None, n_boot=200, verbose=0, store=training.model_store(P))
         rows.append({"normalisation": variant, "seed": seed, "PublicTest accuracy": run.record["val_accuracy"],
                      "PrivateTest accuracy": run.record["accuracy"], "PrivateTest macro F1": run.record["macro_f1"],
                      "epochs": run.fitted.epochs_run, "train s": run.fitted.train_seconds})
@@ -189,7 +189,8 @@ for use_smote in (False, True):
         run = experiment.train_and_evaluate(
             build(S["model"], {}, seed), data, base.with_(seed=seed, epochs=S["epochs"]),
             cache_name=f"rq21-smote-{use_smote}-{chosen}", options={"model": S["model"], "smote": use_smote},
-            class_names=classes, record=None, x_train=x_train, y_train=y_train, n_boot=200, verbose=0)
+            class_names=classes, record=None, x_train=x_train, y_train=y_train, n_boot=200, verbose=0,
+            store=training.model_store(P))
         rows.append({"SMOTE": use_smote, "seed": seed, "PublicTest accuracy": run.record["val_accuracy"],
                      "PrivateTest accuracy": run.record["accuracy"], "PrivateTest macro F1": run.record["macro_f1"],
                      "disgust recall": run.record["per_class"]["disgust"]["recall"] if "disgust" in classes else np.nan,
@@ -223,7 +224,7 @@ fields = {"chapter": CHAPTER, "representation": "landmarks_3d", "dataset": "fer2
           "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms, "smote": use_smote}
 runs = experiment.run_models(
     P.models, build=build, inputs={chosen: data}, base=base, cache_prefix=f"rq21-smote{use_smote}", class_names=classes,
-    x_train=x_train, y_train=y_train,
+    x_train=x_train, y_train=y_train, store=training.model_store(P),
     record=fields, ensemble=P.ensemble)  # ensemble: the models' probabilities averaged, no training
 
 # %% mystnb={"figure": {"caption": "Learning curves of the landmark models: loss and accuracy per epoch.", "name": "fig-landmarks-curves"}}

@@ -126,7 +126,7 @@ fields = {"chapter": CHAPTER, "representation": "voxels_3d", "dataset": "fer2013
           "normalisation": P.normalisation}
 runs = experiment.run_models(
     P.models, build=build, inputs={"occupancy": occupancy, "gaussian": gaussian}, base=base,
-    cache_prefix=f"rq22-k{P.k}", class_names=classes,
+    cache_prefix=f"rq22-k{P.k}", class_names=classes, store=training.model_store(P),
     record=fields, ensemble=P.ensemble)  # ensemble: the models' probabilities averaged, no training
 
 # %% mystnb={"figure": {"caption": "Learning curves of the voxel models: loss and accuracy per epoch.", "name": "fig-voxels-curves"}}

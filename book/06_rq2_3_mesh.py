@@ -117,7 +117,7 @@ fields = {"chapter": CHAPTER, "representation": "mesh_3d", "dataset": "fer2013",
           "normalisation": P.normalisation}
 runs = experiment.run_models(
     P.models, build=build, inputs=inputs, base=base, cache_prefix="rq23", class_names=classes,
-    record=fields, ensemble=P.ensemble)  # ensemble: the models' probabilities averaged, no training
+    store=training.model_store(P), record=fields, ensemble=P.ensemble)  # ensemble: the models' probabilities averaged, no training
 
 # %% mystnb={"figure": {"caption": "Learning curves of the mesh models: loss and accuracy per epoch.", "name": "fig-mesh-curves"}}
 experiment.show_learning_curves(runs)

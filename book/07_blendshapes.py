@@ -204,7 +204,7 @@ def new_forest():
 
 specs = with_tuned_options(P.models)
 runs = experiment.run_models(specs, build=build, inputs={"kept blendshapes": kept}, base=tuned_config,
-                             cache_prefix=CHAPTER, record=fields, class_names=classes)
+                             cache_prefix=CHAPTER, record=fields, class_names=classes, store=training.model_store(P))
 runs["random_forest"] = experiment.train_classical(new_forest(), kept, class_names=classes,
                                                    record={**fields, "model": "random_forest", "input": "kept blendshapes"})
 
@@ -254,7 +254,8 @@ uncapped = blendshapes.split_arrays(FaceMeshFeatures.concatenate([features, copy
 uncapped_fields = {**fields, "training_caps": None}
 uncapped_specs = with_tuned_options({label: P.models[label] for label in P.uncapped_models}, suffix="_all_training")
 runs.update(experiment.run_models(uncapped_specs, build=build, inputs={"kept blendshapes, all Training": uncapped},
-                                  base=tuned_config, cache_prefix=f"{CHAPTER}-uncapped", record=uncapped_fields, class_names=classes))
+                                  base=tuned_config, cache_prefix=f"{CHAPTER}-uncapped", record=uncapped_fields, class_names=classes,
+                                  store=training.model_store(P)))
 runs["random_forest_all_training"] = experiment.train_classical(
     new_forest(), uncapped, class_names=classes,
     record={**uncapped_fields, "model": "random_forest_all_training", "input": "kept blendshapes, all Training"})
@@ -296,7 +297,7 @@ for variant, (changes, data) in variants.items():
         run = experiment.train_and_evaluate(
             build("study_lstm", tuned_options, seed, n_inputs=data.x[TRAIN].shape[1]), data, config,
             cache_name=f"{CHAPTER}-ablation", options={"model": "study_lstm", **tuned_options, "inputs": data.x[TRAIN].shape[1]},
-            class_names=classes, record=None, n_boot=200, verbose=0)
+            class_names=classes, record=None, n_boot=200, verbose=0, store=training.model_store(P))
         rows.append({"variant": variant, "seed": seed, "PublicTest accuracy": run.record["val_accuracy"],
                      "PrivateTest accuracy": run.record["accuracy"], "PrivateTest macro F1": run.record["macro_f1"],
                      **{f"{c} recall": run.record["per_class"][c]["recall"] for c in classes},
@@ -359,7 +360,7 @@ fields7 = {**fields, "label_set": faces7.label_set, "n_blendshapes": 52, "traini
 specs7 = with_tuned_options(P.models_7class, suffix="_7class")
 runs7 = experiment.run_models(specs7, build=lambda m, o, s: build(m, o, s, n_inputs=52, n_classes=len(classes7)),
                               inputs={"52 blendshapes": seven}, base=tuned_config, cache_prefix=f"{CHAPTER}-7class",
-                              record=fields7, class_names=classes7)
+                              record=fields7, class_names=classes7, store=training.model_store(P))
 runs7["random_forest_7class"] = experiment.train_classical(new_forest(), seven, class_names=classes7,
                                                            record={**fields7, "model": "random_forest_7class", "input": "52 blendshapes"})
 

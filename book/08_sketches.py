@@ -355,6 +355,10 @@ display(Markdown(
 # %% tags=["hide-input"]
 base = training.TrainConfig.from_params(P.training, seed=P.seed)
 network_config = {name: base.with_(**(spec.get("training") or {})) for name, spec in P.networks.items()}
+# the profile's committed stores (full): every fit, and each cross-validation fold's outcome, so a fresh
+# machine re-executes the chapter without retraining what was trained once
+store = training.model_store(P)
+fold_store = repo_root() / P.fold_store if P.get("fold_store") else None
 
 
 def network_options(name, stage):
@@ -381,7 +385,7 @@ for name in P.networks:
     pretraining = dict(P.pretraining)
     max_images = pretraining.pop("max_images", None)
     fitted = sketches.pretrain_on_digits(name, options, network_config[name].with_(**pretraining),
-                                         max_images=max_images, seed=P.seed)
+                                         max_images=max_images, seed=P.seed, store=store)
     pretrained[name] = str((fitted.run_dir / "model.keras").relative_to(repo_root()))  # names the pre-training run
     best = fitted.history[fitted.best_epoch - 1] if fitted.history else {}
     rows.append({"network": name, "input": f"{options['input_size']}×{options['input_size']}",
@@ -437,7 +441,7 @@ def evaluate_protocol(dataset, protocol, scheme):
             lambda name=name, options=options: sketches.build(name, len(kept.class_names), **options),
             x, kept.labels, kept.subject, kept.ids, folds, network_config[name],
             cache_name=f"sketch-{protocol}-{name}", options={"model": name, **options},
-            class_names=kept.class_names, n_split=len(dataset), val_fraction=P.inner_validation,
+            class_names=kept.class_names, n_split=len(dataset), val_fraction=P.inner_validation, fold_store=fold_store,
             record={"chapter": CHAPTER, "representation": "sketch", "model": f"{name}_{protocol}", "dataset": kept.name,
                     "label_set": kept.label_set, "split": protocol, "profile": profile, "seed": P.seed,
                     "extract_ms_per_image": extract_ms[dataset.name], "pretrained_on": "sklearn digits"})
@@ -448,7 +452,7 @@ def evaluate_protocol(dataset, protocol, scheme):
                              **photo["options"]),
         photos, kept.labels, kept.subject, kept.ids, folds, base, cache_name=f"sketch-{protocol}-photo",
         options={"model": photo["model"], **photo["options"], "augmentation": photo["augmentation"]},
-        class_names=kept.class_names, n_split=len(dataset), val_fraction=P.inner_validation,
+        class_names=kept.class_names, n_split=len(dataset), val_fraction=P.inner_validation, fold_store=fold_store,
         record={"chapter": CHAPTER, "representation": "pixels_2d", "model": f"photo_cnn_{protocol}", "dataset": kept.name,
                 "label_set": kept.label_set, "split": protocol, "profile": profile, "seed": P.seed,
                 "extract_ms_per_image": extract_ms[dataset.name]})
@@ -612,7 +616,7 @@ for name in networks_for("query"):
         x, combined_kept.labels, combined_kept.ids, combined_kept.ids, [query], network_config[name],
         cache_name=f"sketch-query-{name}", options={"model": name, **options},
         class_names=combined_kept.class_names, n_split=len(query), val_fraction=P.inner_validation, n_boot=0,
-        record=None)
+        record=None, fold_store=fold_store)
     right = int((run.probabilities[query].argmax(1) == combined_kept.labels[query]).sum())
     low, high = binomtest(right, len(query)).proportion_ci(0.95)
     query_rows.append({"network": name, "right": f"{right}/{len(query)}", "accuracy": right / len(query),
@@ -649,7 +653,8 @@ for name in P.scratch_ablation["networks"]:
         lambda name=name, options=options: sketches.build(name, len(kept.class_names), **options),
         x, kept.labels, kept.subject, kept.ids, folds, network_config[name],
         cache_name=f"sketch-{ablation_protocol}-{name}-scratch", options={"model": name, **options},
-        class_names=kept.class_names, n_split=len(dataset), val_fraction=P.inner_validation, record=None)
+        class_names=kept.class_names, n_split=len(dataset), val_fraction=P.inner_validation, record=None,
+        fold_store=fold_store)
     paired = results.paired_difference(kept.labels, runs[name].probabilities.argmax(1),
                                        run.probabilities.argmax(1), seed=P.seed)
     scratch_rows.append({"protocol": ablation_protocol, "network": name, "pre-trained on digits": paired["accuracy_a"],
@@ -698,7 +703,7 @@ for label_set in P.fer2013["label_sets"]:
         inputs=inputs, base=base, cache_prefix=f"sketch-fer2013-{suffix}", class_names=dataset.class_names,
         record={"chapter": CHAPTER, "representation": "sketch", "dataset": "fer2013", "label_set": label_set,
                 "profile": profile, "seed": P.seed, "extract_ms_per_image": extract_ms["fer2013"],
-                "pretrained_on": "sklearn digits"}))
+                "pretrained_on": "sklearn digits"}, store=store))
 display(inputs[next(iter(inputs))].table().style.format({"coverage": "{:.2%}"})
         .set_caption("FER2013 sketch inputs: faces with a sketch per split and coverage"))
 

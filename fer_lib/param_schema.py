@@ -285,7 +285,6 @@ class Converged(Block):
     training: TrainBlock
     models: Annotated[dict[str, ConvergedModel], Field(min_length=1)]
     schedule_comparison: Annotated[list[str], Field(min_length=2, max_length=2)]
-    model_store: Optional[str] = None
     tta: Tta
     ensemble_rounds: PositiveInt
     goals: Optional[ConvergenceGoals] = None
@@ -534,6 +533,7 @@ class Sketches08(Block):
     style: SketchStyle
     augmentation: Optional[Augmentation2D]
     inner_validation: Fraction
+    fold_store: Optional[str] = None  # a folder under the book keeping each fold's outcome (experiment.cross_validate)
     training: TrainBlock
     pretraining: PretrainBlock
     networks: Annotated[dict[str, SketchNetwork], Field(min_length=1)]
@@ -667,6 +667,7 @@ class ProfileFile(Block):
     data_dir: Optional[Union[str, Path]]  # (a Path: an override from code)
     seed: int
     zoo_dir: Optional[Union[str, Path]] = None
+    model_store: Optional[str] = None  # a folder under the book mirroring every fit (training.model_store)
     chapters: dict[str, Optional[dict[str, Any]]]
 
 

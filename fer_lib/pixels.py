@@ -339,21 +339,11 @@ def rq1_inputs(P) -> RQ1Inputs:
                      detections, {"raw": 0.0, "preprocessed": float(detections["ms"].mean()) + steps_ms}, steps_ms)
 
 
-def model_store(P):
-    """Chapter 3's committed run store (``converged.model_store``, a folder under the book) or None: every
-    fit of the chapter small enough (``training.STORE_LIMIT_MB``) is mirrored there, so a fresh clone
-    re-executes the chapter without retraining them."""
-    from .paths import repo_root
-
-    folder = (P.get("converged") or {}).get("model_store")
-    return repo_root() / folder if folder else None
-
-
 def converged_runs(P, rq1: RQ1Inputs, only=None, log_path=None):
     """Train (or read from the cache), evaluate and record the models of the profile's ``converged`` block:
     each trained until early stopping or the end of its schedule, on ``converged.input``, with
     ``converged.training`` and the model's own ``training`` changes. ``only``: a subset of the labels.
-    ``converged.model_store`` (a folder under the book, committed): every fit mirrored there after each
+    The profile's ``model_store`` (:func:`fer_lib.training.model_store`): every fit mirrored there after each
     epoch, so training spread over sessions on fresh machines resumes, and the chapter reads the models back."""
     from . import experiment, training
 
@@ -373,7 +363,7 @@ def converged_runs(P, rq1: RQ1Inputs, only=None, log_path=None):
                                                          seed=seed, **options),
         inputs={C["input"]: rq1.arrays(C["input"])}, base=base, cache_prefix="rq1-converged",
         record=record, class_names=rq1.faces.class_names, log_path=log_path,
-        store=model_store(P))
+        store=training.model_store(P))
 
 
 #: how a fit ended that counts as converged: early stopping said so, or the schedule reached its end

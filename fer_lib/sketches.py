@@ -698,11 +698,12 @@ def digits(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pretrain_on_digits(name: str, options: dict[str, Any], config, *, val_fraction: float = 0.2,
-                       max_images: int | None = None, seed: int = 0):
+                       max_images: int | None = None, seed: int = 0, store=None):
     """Pre-train network ``name`` (built with ``options``, ``input_size`` among them) on :func:`digits`
     (a stratified ``max_images`` of them, or all), early-stopping on a stratified ``val_fraction``; cached
     like every :func:`fer_lib.training.fit`. The saved model (``result.run_dir / "model.keras"``) is the
-    weights file fine-tuning starts from."""
+    weights file fine-tuning starts from. ``store``: a committed folder mirroring the fit
+    (:func:`fer_lib.training.fit`)."""
     from sklearn.model_selection import train_test_split
 
     from .training import fit
@@ -713,4 +714,4 @@ def pretrain_on_digits(name: str, options: dict[str, Any], config, *, val_fracti
         x, y = x[keep], y[keep]
     fit_index, val_index = train_test_split(np.arange(len(y)), test_size=val_fraction, stratify=y, random_state=seed)
     return fit(lambda: build(name, 10, **options), x[fit_index], y[fit_index], x[val_index], y[val_index], config,
-               name=f"sketch-pretrain-{name}", options={"model": name, **options}, verbose=0)
+               name=f"sketch-pretrain-{name}", options={"model": name, **options}, verbose=0, store=store)

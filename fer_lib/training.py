@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -406,6 +407,20 @@ STORED_FILES = ("model.keras", "fit.json", "history.csv", "budget.json", "best.w
 STORE_LIMIT_MB = 25.0
 
 
+def model_store(P) -> Path | None:
+    """The profile's committed run store, or None: ``model_store`` at the top of ``params/<profile>.yml``, a
+    folder under the book. Every chapter passes it to its fits (``store=``), so a run finished or half done
+    on one machine is read back or resumed on a fresh clone whose ``cache/`` is empty."""
+    folder = P.get("model_store")
+    return repo_root() / folder if folder else None
+
+
+def stored_name(run_name: str) -> str:
+    """A run folder's name in a store: what git and every shell handle without quoting (chapter 7's
+    cache names hold spaces and commas); letters, digits and ``_.+-`` are kept as they are."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", run_name)
+
+
 def _epochs_in(run_dir: Path) -> int:
     """Finished epochs recorded in a run folder (0 when none); a finished model counts as done."""
     if (run_dir / "model.keras").is_file() and (run_dir / "fit.json").is_file():
@@ -602,7 +617,7 @@ def fit(
 
     key = fit_key(name, options, config, x_train, y_train, x_val, y_val)
     run_dir = Path(cache_dir or repo_root() / "cache" / "models") / f"{name}-{key}"
-    stored = Path(store) / f"{name}-{key}" if store else None
+    stored = Path(store) / stored_name(f"{name}-{key}") if store else None
     if stored is not None and cache and _epochs_in(stored) > _epochs_in(run_dir):
         if run_dir.exists():  # an older attempt here: the store's is further along
             import shutil

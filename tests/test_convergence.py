@@ -143,12 +143,15 @@ def test_weighted_ensemble_and_tta_rows_are_evaluated_like_any_model(fer_sample,
         experiment.average_models(runs, data, fer_sample.class_names, record=None, weights={"vgg": 1})
 
 
-def test_chapter_3_keeps_its_fits_in_the_committed_store_under_full_only():
+@pytest.mark.parametrize("chapter", ["03_rq1_2d", "04_rq2_1_landmarks", "05_rq2_2_voxels", "06_rq2_3_mesh",
+                                     "07_blendshapes", "08_sketches"])
+def test_every_training_chapter_keeps_its_fits_in_the_committed_store_under_full_only(chapter):
     from fer_lib.params import load_params
     from fer_lib.paths import repo_root
 
-    assert pixels.model_store(load_params("smoke", "03_rq1_2d")) is None  # CI's fits stay in cache/
-    store = pixels.model_store(load_params("full", "03_rq1_2d"))
+    for profile in ("smoke", "sample"):  # CI's and the sample's fits stay in cache/
+        assert training.model_store(load_params(profile, chapter)) is None
+    store = training.model_store(load_params("full", chapter))
     assert store is not None and store.is_relative_to(repo_root()) and not store.is_relative_to(repo_root() / "cache")
 
 

@@ -254,3 +254,25 @@ def test_one_mediapipe_call_serves_the_2d_detector_and_the_mesh_cascade_with_the
     for name in separate:
         np.testing.assert_array_equal(shared[name], separate[name], err_msg=name)
     assert not np.isnan(shared["landmarks_3d"][:, 0]).all()  # MediaPipe read some of the faces
+
+
+def test_the_committed_example_photo_is_rebuilt_exactly_from_the_sample():
+    from fer_lib import sample
+    from fer_lib.paths import sample_data_dir
+
+    committed = cv2.imread(str(sample_data_dir() / sample.EXAMPLE_PHOTO), cv2.IMREAD_GRAYSCALE)
+    assert committed is not None and committed.shape == (480, 640)
+    np.testing.assert_array_equal(committed, sample.example_photo())
+    with pytest.raises(ValueError, match="JAFFE's classes"):
+        sample.example_photo(labels=("contempt",))
+
+
+def test_the_readme_example_is_spliced_between_its_markers_only():
+    from fer_lib import readme_example as example
+
+    readme = f"# Use\n\n    {' '.join(example.COMMAND)}\n\n{example.START}\nold output\n{example.END}\n\n## Next\n"
+    once = example.splice(readme, "face  pixels_2d\n1     happy (90%)\n")
+    assert "old output" not in once and "1     happy (90%)" in once and once.endswith(f"{example.END}\n\n## Next\n")
+    assert example.splice(once, "face  pixels_2d\n1     happy (90%)\n") == once  # rerunning changes nothing
+    with pytest.raises(ValueError, match="in this order"):
+        example.splice("# no markers\n", "x")

@@ -101,20 +101,22 @@ def test_a_fit_mirrored_in_a_store_resumes_and_reloads_on_a_fresh_machine(tiny, 
             self.seen.append(epoch)
 
     config = training.TrainConfig(epochs=4, batch_size=16, patience=10)
+    name = "s-kept blendshapes, all Training"  # chapter 7 names its fits like this
     with pytest.raises(RuntimeError, match="end of session"):
-        training.fit(_small_cnn(n), x, y, xv, yv, config, name="s", cache_dir=tmp_path / "machine1", store=store,
+        training.fit(_small_cnn(n), x, y, xv, yv, config, name=name, cache_dir=tmp_path / "machine1", store=store,
                      callbacks=[EndOfSession()], verbose=0)
     (run,) = store.iterdir()
+    assert run.name.startswith("s-kept_blendshapes__all_Training-")  # no quoting needed in git or a shell
     assert (run / "backup" / "latest.weights.h5").is_file() and not (run / "model.keras").exists()
     assert len((run / "history.csv").read_text().splitlines()) == 1 + 2  # header + the two finished epochs
     counter = Epochs()
-    resumed = training.fit(_small_cnn(n), x, y, xv, yv, config, name="s", cache_dir=tmp_path / "machine2", store=store,
+    resumed = training.fit(_small_cnn(n), x, y, xv, yv, config, name=name, cache_dir=tmp_path / "machine2", store=store,
                            callbacks=[counter], verbose=0)
     assert counter.seen == [2, 3] and [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]
     assert sorted(p.name for p in run.iterdir()) == ["fit.json", "model.keras"]  # finished: the model alone
     # kept for inference: without the optimizer's state, smaller than the cached model
     assert (run / "model.keras").stat().st_size < (resumed.run_dir / "model.keras").stat().st_size
-    again = training.fit(_small_cnn(n), x, y, xv, yv, config, name="s", cache_dir=tmp_path / "machine3", store=store,
+    again = training.fit(_small_cnn(n), x, y, xv, yv, config, name=name, cache_dir=tmp_path / "machine3", store=store,
                          verbose=0)
     assert again.from_cache and again.epochs_run == 4
     np.testing.assert_allclose(again.model.predict(xv, verbose=0), resumed.model.predict(xv, verbose=0), rtol=1e-5)
