@@ -24,7 +24,7 @@ help:
 	@echo "make check-numbers [PROFILE=full] [SINCE=HEAD]  typed numbers in the prose that a re-execution changed"
 	@echo "make test                                unit tests + nbval executing every chapter under smoke"
 	@echo "make train [PROFILE=full]                train chapter 3's converged 2D models in the background"
-	@echo "make full-run                            make train's fits, then every chapter under full, in the background"
+	@echo "make full-run [CHAPTERS='03 04 …']        make train's fits, then every chapter (or those) under full, in the background"
 	@echo "make readme-example                      rerun README's predict example on the packaged zoo, write its output there"
 	@echo "make venv                                create/update $(VENV) with the pinned stack"
 	@echo "VERBOSE=1 (any target)                   the kernels' C++ log lines on the terminal, not in cache/logs/"
@@ -99,12 +99,13 @@ train: venv
 
 # The whole full-profile book from where its stores and caches stand, unattended: chapter 3's converged
 # fits (resumed), then every chapter executed in order (each reads what is cached and trains the rest).
-# Progress: cache/logs/full-run.out (a line per chapter) and each fit's log. Then commit, and run
+# CHAPTERS='03 04 05' executes only those (default: all). Progress: cache/logs/full-run.out (a line per
+# chapter) and each fit's log. Then commit, and run
 # `make check-numbers PROFILE=full` before trusting the chapters' prose.
 full-run: venv
 	@mkdir -p cache/logs
 	nohup sh -c '$(PY) -m fer_lib.pixels train --profile full > cache/logs/03_rq1_2d-full.out 2>&1 && \
-		$(RUN) execute --profile full' > cache/logs/full-run.out 2>&1 &
+		$(RUN) execute --profile full $(foreach c,$(CHAPTERS),--chapter $(c))' > cache/logs/full-run.out 2>&1 &
 	@echo "running in the background: tail -f cache/logs/full-run.out cache/logs/03_rq1_2d-full.log"
 
 # README's "Use the book's models": the command run on the committed example photo with the packaged zoo

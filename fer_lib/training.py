@@ -401,8 +401,10 @@ def load_model(path, compile: bool = True):
 
 
 #: what a committed run store keeps of a run folder: the finished model, or the state a resumed fit needs
-STORED_FILES = ("model.keras", "fit.json", "history.csv", "budget.json", "best.weights.h5",
+STORED_FILES = ("key.json", "model.keras", "fit.json", "history.csv", "budget.json", "best.weights.h5",
                 "backup/latest.weights.h5", "backup/training_metadata.json")
+#: what a finished run keeps: the model for inference, how it was fitted, and what its key was made of
+FINISHED_FILES = ("key.json", "model.keras", "fit.json")
 #: runs larger than this are not copied into a store (git is no place for big binaries)
 STORE_LIMIT_MB = 25.0
 
@@ -431,14 +433,14 @@ def _epochs_in(run_dir: Path) -> int:
 def sync_run(source: Path, target: Path, limit_mb: float = STORE_LIMIT_MB) -> bool:
     """Copy a run folder's :data:`STORED_FILES` from ``source`` to ``target`` (each file written to a
     temporary name and renamed, so an interrupted copy leaves the old file whole). Of a finished run only
-    the model (unless ``target`` has it already: :func:`store_finished` wrote a slimmer one) and ``fit.json``
-    are copied, and ``target``'s resume state goes. Returns False, copying nothing, when the files exceed
-    ``limit_mb``."""
+    :data:`FINISHED_FILES` are copied (the model only unless ``target`` has it already: :func:`store_finished`
+    wrote a slimmer one), and ``target``'s resume state goes. Returns False, copying nothing, when the files
+    exceed ``limit_mb``."""
     import shutil
 
     finished = (source / "model.keras").is_file() and (source / "fit.json").is_file()
-    names = ("fit.json",) if finished and (target / "model.keras").is_file() else (
-        ("model.keras", "fit.json") if finished else STORED_FILES)
+    names = tuple(n for n in FINISHED_FILES if n != "model.keras" or not (target / "model.keras").is_file()) \
+        if finished else STORED_FILES
     files = [name for name in names if (source / name).is_file()]
     if sum((source / name).stat().st_size for name in files) > limit_mb * 1e6:
         return False
@@ -449,7 +451,7 @@ def sync_run(source: Path, target: Path, limit_mb: float = STORE_LIMIT_MB) -> bo
         shutil.copyfile(source / name, temporary)
         temporary.replace(destination)
     if finished:  # the resume state is no longer needed
-        for name in set(STORED_FILES) - {"model.keras", "fit.json"}:
+        for name in set(STORED_FILES) - set(FINISHED_FILES):
             (target / name).unlink(missing_ok=True)
         if (target / "backup").is_dir() and not any((target / "backup").iterdir()):
             (target / "backup").rmdir()
@@ -492,14 +494,43 @@ class StoreRun:
         return _StoreRun()
 
 
+def fit_key_parts(name: str, options: dict[str, Any] | None, config: "TrainConfig", x_train, y_train, x_val,
+                  y_val) -> dict[str, Any]:
+    """What :func:`fit_key` digests, one entry per reason a fit trains anew: the name, the builder's options,
+    the training configuration, the exact arrays (their digest) and the Keras version."""
+    import keras
+
+    return {"name": name, "options": options or {}, "training": config_key(config),
+            "arrays": array_digest(x_train, y_train, x_val, y_val), "keras": keras.__version__}
+
+
+def _digest_of_parts(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([parts["name"], parts["options"], parts["training"], parts["arrays"], parts["keras"]],
+                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def fit_key(name: str, options: dict[str, Any] | None, config: "TrainConfig", x_train, y_train, x_val, y_val) -> str:
     """The digest that names a fit in the cache: the name, the builder's options, the training
     configuration, the exact arrays and the Keras version (any change trains anew)."""
-    import keras
+    return _digest_of_parts(fit_key_parts(name, options, config, x_train, y_train, x_val, y_val))
 
-    return hashlib.sha256(json.dumps(
-        [name, options or {}, config_key(config), array_digest(x_train, y_train, x_val, y_val), keras.__version__],
-        sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def why_not_stored(store: Path, parts: dict[str, Any]) -> str | None:
+    """Why ``store`` holds no run for this fit although it holds others of the same name: which of the
+    key's parts (:func:`fit_key_parts`, kept in each stored run's ``key.json``) differ, e.g. the input
+    arrays when another machine's extraction gave other floats. None when the store has no such run."""
+    prefix = stored_name(parts["name"]) + "-"
+    others = [run for run in sorted(Path(store).glob(prefix + "*"))
+              if len(run.name) == len(prefix) + 16 and (run / "key.json").is_file()]
+    if not others:
+        return None
+    mine = json.loads(json.dumps(parts, sort_keys=True, default=str))
+    reasons = []
+    for run in others:
+        theirs = json.loads((run / "key.json").read_text())
+        differ = [part for part in ("options", "training", "arrays", "keras") if theirs.get(part) != mine[part]]
+        reasons.append(f"{run.name}: other {', '.join(differ) or 'key'}")
+    return "; ".join(reasons)
 
 
 def architecture(model) -> Any:
@@ -615,7 +646,8 @@ def fit(
     """
     import keras
 
-    key = fit_key(name, options, config, x_train, y_train, x_val, y_val)
+    parts = fit_key_parts(name, options, config, x_train, y_train, x_val, y_val)
+    key = _digest_of_parts(parts)
     run_dir = Path(cache_dir or repo_root() / "cache" / "models") / f"{name}-{key}"
     stored = Path(store) / stored_name(f"{name}-{key}") if store else None
     if stored is not None and cache and _epochs_in(stored) > _epochs_in(run_dir):
@@ -639,7 +671,10 @@ def fit(
               f"retraining (the old run is kept in {aside.name})", flush=True)
         del model
     progress.note("fit", computed=True)
+    if stored is not None and _epochs_in(run_dir) == 0 and (reason := why_not_stored(Path(store), parts)):
+        print(f"{stored.name}: not in the store, which holds {reason}; training anew", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "key.json").write_text(json.dumps(parts, sort_keys=True, default=str, indent=1))
     history_path, best_path = run_dir / "history.csv", run_dir / "best.weights.h5"
     previous = _read_history(history_path)  # epochs of an interrupted earlier attempt
     best_so_far = min((row["val_loss"] for row in previous), default=None)

@@ -113,7 +113,7 @@ def test_a_fit_mirrored_in_a_store_resumes_and_reloads_on_a_fresh_machine(tiny, 
     resumed = training.fit(_small_cnn(n), x, y, xv, yv, config, name=name, cache_dir=tmp_path / "machine2", store=store,
                            callbacks=[counter], verbose=0)
     assert counter.seen == [2, 3] and [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]
-    assert sorted(p.name for p in run.iterdir()) == ["fit.json", "model.keras"]  # finished: the model alone
+    assert sorted(p.name for p in run.iterdir()) == ["fit.json", "key.json", "model.keras"]  # finished: the model alone
     # kept for inference: without the optimizer's state, smaller than the cached model
     assert (run / "model.keras").stat().st_size < (resumed.run_dir / "model.keras").stat().st_size
     again = training.fit(_small_cnn(n), x, y, xv, yv, config, name=name, cache_dir=tmp_path / "machine3", store=store,
@@ -123,6 +123,23 @@ def test_a_fit_mirrored_in_a_store_resumes_and_reloads_on_a_fresh_machine(tiny, 
     # a run over the size limit is not copied
     assert not training.sync_run(resumed.run_dir, tmp_path / "elsewhere", limit_mb=1e-6)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_store_miss_says_which_part_of_the_key_differs(tiny, tmp_path, capsys):
+    """A fresh machine whose extraction gives other floats misses every stored run: the fit says that the
+    arrays differ (not the options or the training), instead of retraining silently."""
+    x, y, xv, yv, n = tiny
+    store, config = tmp_path / "store", training.TrainConfig(epochs=1, batch_size=16)
+    training.fit(_small_cnn(n), x, y, xv, yv, config, name="m", cache_dir=tmp_path / "one", store=store, verbose=0)
+    (run,) = store.iterdir()
+    assert sorted(p.name for p in run.iterdir()) == ["fit.json", "key.json", "model.keras"]
+    capsys.readouterr()
+    training.fit(_small_cnn(n), x + 1e-3, y, xv, yv, config, name="m", cache_dir=tmp_path / "two", store=store, verbose=0)
+    said = capsys.readouterr().out
+    assert f"which holds {run.name}: other arrays; training anew" in said
+    training.fit(_small_cnn(n), x, y, xv, yv, config.with_(learning_rate=0.5), name="m", cache_dir=tmp_path / "three",
+                 store=store, verbose=0)
+    assert "other training" in capsys.readouterr().out
 
 
 def test_train_config_rejects_unknown_optimizers_and_converts_minutes():
