@@ -21,6 +21,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -123,6 +124,7 @@ def grid_search(
     objective: str = "val_accuracy",
     options: dict[str, Any] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    store: str | os.PathLike | None = None,
     verbose: int = 0,
 ) -> tuple[pd.DataFrame, TrainConfig]:
     """Every combination of ``grid`` (TrainConfig field -> values), ``epochs`` each.
@@ -132,14 +134,53 @@ def grid_search(
     """
     _refuse_distributed_env()
     return _run_here(_grid_tuner(build, grid, x_train, y_train, x_val, y_val, base, name=name, epochs=epochs,
-                                 objective=objective, options=options, cache_dir=cache_dir, verbose=verbose))
+                                 objective=objective, options=options, cache_dir=cache_dir, store=store, verbose=verbose))
 
 
 def _run_here(prepared: "_Prepared"):
     """Run a prepared search in this process (the chapters' way) and return its function's result."""
     started = time.perf_counter()
-    _search(prepared.tuner, prepared.total, *prepared.fit_args, **prepared.fit_kwargs)
+    try:
+        _search(prepared.tuner, prepared.total, *prepared.fit_args, **prepared.fit_kwargs)
+    finally:  # an interrupted search keeps the trials it finished
+        keep_trials(prepared.store, Path(prepared.tuner.project_dir))
     return prepared.finish(prepared.tuner, started)
+
+
+def _trial_files(project: Path) -> list[Path]:
+    """A search folder's state, relative to it, without the trials' weights: the oracle's and the tuner's
+    files and each trial's record (values, metrics, status) and build config. Enough for keras-tuner to
+    reload a search and skip its finished trials; the chapters retrain the best values with training.fit."""
+    names = [Path(n) for n in ("oracle.json", "tuner0.json") if (project / n).is_file()]
+    return names + sorted(p.relative_to(project) for pattern in ("trial_*/trial.json", "trial_*/build_config.json")
+                          for p in project.glob(pattern))
+
+
+def keep_trials(store, project: Path) -> None:
+    """Copy a search folder's :func:`_trial_files` (a few kB a trial) into ``<store>/<project name>/``, each
+    written to a temporary name and renamed. Nothing when ``store`` is None."""
+    if store is None or not project.is_dir():
+        return
+    import shutil
+
+    for name in _trial_files(project):
+        target = Path(store) / project.name / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(project / name, target.with_name(target.name + ".partial"))
+        target.with_name(target.name + ".partial").replace(target)
+
+
+def restore_trials(store, project: Path) -> None:
+    """Before a tuner opens ``project``: on a machine that lacks it (no ``oracle.json``), the trials kept in
+    ``<store>/<project name>/`` by :func:`keep_trials`, so the search reloads them instead of running them."""
+    kept = Path(store) / project.name if store is not None else None
+    if kept is None or not (kept / "oracle.json").is_file() or (project / "oracle.json").is_file():
+        return
+    import shutil
+
+    for name in _trial_files(kept):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kept / name, project / name)
 
 
 @dataclass
@@ -151,10 +192,11 @@ class _Prepared:
     fit_args: tuple
     fit_kwargs: dict
     finish: Callable[[Any, float], tuple]
+    store: str | os.PathLike | None = None  # a committed folder keeping the finished trials (keep_trials)
 
 
 def _grid_tuner(build, grid, x_train, y_train, x_val, y_val, base, *, name, epochs, objective="val_accuracy",
-                options=None, cache_dir=None, verbose=0) -> _Prepared:
+                options=None, cache_dir=None, store=None, verbose=0) -> _Prepared:
     import keras
     import keras_tuner as kt
 
@@ -167,9 +209,11 @@ def _grid_tuner(build, grid, x_train, y_train, x_val, y_val, base, *, name, epoc
         [name, grid, config_key(base), epochs, objective, options or {}, array_digest(x_train, y_train, x_val, y_val)],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     keras.utils.set_random_seed(base.seed)
+    directory = Path(cache_dir or repo_root() / "cache" / "tuning")
+    restore_trials(store, directory / f"{name}-{key}")
     tuner = kt.GridSearch(
         _hypermodel(lambda _options: build(), grid, base), objective=objective, seed=base.seed,
-        directory=str(cache_dir or repo_root() / "cache" / "tuning"), project_name=f"{name}-{key}", overwrite=False,
+        directory=str(directory), project_name=f"{name}-{key}", overwrite=False,
     )
 
     def finish(tuner, started):
@@ -179,7 +223,7 @@ def _grid_tuner(build, grid, x_train, y_train, x_val, y_val, base, *, name, epoc
         return table, best
 
     return _Prepared(tuner, math.prod(len(values) for values in grid.values()), (x_train, y_train),
-                     dict(validation_data=(x_val, y_val), epochs=epochs, verbose=verbose), finish)
+                     dict(validation_data=(x_val, y_val), epochs=epochs, verbose=verbose), finish, store)
 
 
 def random_search(
@@ -195,6 +239,7 @@ def random_search(
     objective: str = "val_accuracy",
     options: dict[str, Any] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    store: str | os.PathLike | None = None,
     verbose: int = 0,
 ) -> tuple[pd.DataFrame, TrainConfig, dict[str, Any]]:
     """keras-tuner ``RandomSearch``: ``max_trials`` draws from ``space`` (name -> spec, see
@@ -208,11 +253,11 @@ def random_search(
     _refuse_distributed_env()
     return _run_here(_random_tuner(build, space, x_train, y_train, x_val, y_val, base, name=name, max_trials=max_trials,
                                    epochs=epochs, patience=patience, objective=objective, options=options,
-                                   cache_dir=cache_dir, verbose=verbose))
+                                   cache_dir=cache_dir, store=store, verbose=verbose))
 
 
 def _random_tuner(build, space, x_train, y_train, x_val, y_val, base, *, name, max_trials, epochs, patience=None,
-                  objective="val_accuracy", options=None, cache_dir=None, verbose=0) -> _Prepared:
+                  objective="val_accuracy", options=None, cache_dir=None, store=None, verbose=0) -> _Prepared:
     import keras
     import keras_tuner as kt
 
@@ -221,9 +266,11 @@ def _random_tuner(build, space, x_train, y_train, x_val, y_val, base, *, name, m
         [name, space, config_key(base), max_trials, epochs, patience, objective, fixed,
          array_digest(x_train, y_train, x_val, y_val)], sort_keys=True, default=str).encode()).hexdigest()[:16]
     keras.utils.set_random_seed(base.seed)
+    directory = Path(cache_dir or repo_root() / "cache" / "tuning")
+    restore_trials(store, directory / f"{name}-{key}")
     tuner = kt.RandomSearch(
         _hypermodel(lambda drawn: build({**fixed, **drawn}), space, base), objective=objective,
-        max_trials=max_trials, seed=base.seed, directory=str(cache_dir or repo_root() / "cache" / "tuning"),
+        max_trials=max_trials, seed=base.seed, directory=str(directory),
         project_name=f"{name}-{key}", overwrite=False,
     )
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)] if patience else []
@@ -236,7 +283,8 @@ def _random_tuner(build, space, x_train, y_train, x_val, y_val, base, *, name, m
         return table, best_config, {**fixed, **{k: v for k, v in values.items() if k not in TRAIN_FIELDS}}
 
     return _Prepared(tuner, max_trials, (x_train, y_train),
-                     dict(validation_data=(x_val, y_val), epochs=epochs, callbacks=callbacks, verbose=verbose), finish)
+                     dict(validation_data=(x_val, y_val), epochs=epochs, callbacks=callbacks, verbose=verbose), finish,
+                     store)
 
 
 def _native(value):
@@ -336,6 +384,15 @@ def lstm_study_inputs(P) -> LSTMStudyInputs:
                            blendshapes.split_arrays(study_features, study))
 
 
+def search_store(P) -> Path | None:
+    """Where a profile keeps its chapters' finished trials: ``tuning/`` in its model store
+    (:func:`fer_lib.training.model_store`), or None."""
+    from .training import model_store
+
+    store = model_store(P)
+    return store / "tuning" if store is not None else None
+
+
 def lstm_study_search(P, inputs: LSTMStudyInputs) -> Search:
     """Chapter 7's random search of the study's LSTM (``search`` in the profile) on the kept blendshapes."""
     from . import blendshapes
@@ -348,7 +405,7 @@ def lstm_study_search(P, inputs: LSTMStudyInputs) -> Search:
         lambda options: blendshapes.build("study_lstm", n_classes, n_features, seed=P.seed, **options), S["space"],
         kept.x[TRAIN], kept.y[TRAIN], kept.x[VAL], kept.y[VAL], base.with_(epochs=S["epochs"])),
         dict(name="07_blendshapes-lstm", max_trials=S["max_trials"], epochs=S["epochs"], patience=S["patience"],
-             options=S.get("options") or {}))
+             options=S.get("options") or {}, store=search_store(P)))
 
 
 def rq1_chosen_input(profile: str) -> str:
@@ -381,7 +438,8 @@ def rq1_grid_search(P, rq1=None, chosen_input: str | None = None) -> Search:
     return Search("grid", (
         lambda: pixels.build(T["model"], n_classes, augmentation=P.augmentation, seed=P.seed), T["grid"],
         x[train], y[train], x[split[VAL]], y[split[VAL]], TrainConfig.from_params(P.training, seed=P.seed)),
-        dict(name=f"rq1-grid-{chosen_input}", epochs=T["epochs"], options={"model": T["model"], "augmentation": P.augmentation}))
+        dict(name=f"rq1-grid-{chosen_input}", epochs=T["epochs"], options={"model": T["model"], "augmentation": P.augmentation},
+             store=search_store(P)))
 
 
 def _chapter_07(profile: str, data_dir=None) -> Search:

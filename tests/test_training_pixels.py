@@ -3,6 +3,7 @@ on real sample faces with tiny models so each test takes seconds."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 keras = pytest.importorskip("keras")
@@ -161,6 +162,24 @@ def test_grid_search_tries_every_combination_and_returns_the_best(tiny, tmp_path
     assert (best.batch_size, best.learning_rate) == (int(table.batch_size[0]), float(table.learning_rate[0]))
     with pytest.raises(ValueError, match="not TrainConfig fields"):
         tuning.grid_search(_small_cnn(n), {"units": [8]}, x, y, xv, yv, base, name="g", epochs=1, cache_dir=tmp_path)
+
+
+def test_a_search_kept_in_a_store_is_read_back_on_a_fresh_machine_without_training(tiny, tmp_path):
+    x, y, xv, yv, n = tiny
+    grid, base, store = {"learning_rate": [0.01, 0.001]}, training.TrainConfig(epochs=1), tmp_path / "store"
+    first, best = tuning.grid_search(_small_cnn(n), grid, x, y, xv, yv, base, name="g", epochs=1,
+                                     cache_dir=tmp_path / "machine1", store=store)
+    (kept,) = store.iterdir()
+    assert (kept / "oracle.json").is_file() and len(list(kept.glob("trial_*/trial.json"))) == 2
+    assert not list(kept.rglob("*.h5"))  # the trials' weights stay out of git
+
+    def no_training():
+        raise AssertionError("a finished trial was trained again")
+
+    again, best_again = tuning.grid_search(no_training, grid, x, y, xv, yv, base, name="g", epochs=1,
+                                           cache_dir=tmp_path / "machine2", store=store)
+    pd.testing.assert_frame_equal(again, first)
+    assert best_again == best
 
 
 def _brightness_model():
