@@ -341,6 +341,64 @@ def ScheduledLearningRate(config: TrainConfig):
     return _Scheduled()
 
 
+def early_stopping_state(previous: list[dict[str, float]], monitor: str = "val_loss") -> tuple[float | None, int]:
+    """Where early stopping stood after the epochs of ``previous`` (a resumed fit's history): the best
+    ``monitor`` value and the epochs since it, as one uninterrupted fit would have counted them."""
+    best, wait = None, 0
+    for row in previous:
+        current = row.get(monitor)
+        if current is None or current != current:
+            continue
+        wait += 1
+        if best is None or current < best:
+            best, wait = current, 0
+    return best, wait
+
+
+def ResumedEarlyStopping(previous: list[dict[str, float]], patience: int, monitor: str = "val_loss"):
+    """``keras.callbacks.EarlyStopping`` that starts from the epochs a resumed fit already ran (its history):
+    Keras' own restarts its patience at every ``fit`` call, so a fit spread over several sessions would
+    stop later than the same fit run in one go."""
+    import keras
+
+    class _Resumed(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            self.best, self.wait = early_stopping_state(previous, monitor)
+            self.best_epoch = next((i for i, row in enumerate(previous) if row.get(monitor) == self.best), 0)
+
+    return _Resumed(monitor=monitor, mode="min", patience=patience)
+
+
+def ResumedPlateau(previous: list[dict[str, float]], patience: int, factor: float = 0.5, min_lr: float = 1e-5,
+                   monitor: str = "val_loss"):
+    """``keras.callbacks.ReduceLROnPlateau`` whose counters continue from a resumed fit's history (the
+    learning rate itself comes back with the optimizer's state): the epochs are replayed through Keras'
+    rule, a recorded rate above ``min_lr`` counting as a cut made when the patience ran out."""
+    import keras
+
+    class _Resumed(keras.callbacks.ReduceLROnPlateau):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self.monitor_op is None:
+                self._set_monitor_op()
+            for row in previous:
+                current = row.get(self.monitor)
+                if current is None or current != current:
+                    continue
+                if self.in_cooldown():
+                    self.cooldown_counter -= 1
+                    self.wait = 0
+                if self._is_improvement(current, self.best):
+                    self.best, self.wait = current, 0
+                elif not self.in_cooldown():
+                    self.wait += 1
+                    if self.wait >= self.patience and row.get("learning_rate", float("inf")) > np.float32(self.min_lr):
+                        self.cooldown_counter, self.wait = self.cooldown, 0
+
+    return _Resumed(monitor=monitor, mode="min", factor=factor, patience=patience, min_lr=min_lr)
+
+
 def ProgressLog(path, name: str, epochs: int):
     """Keras callback: one line per finished epoch appended to ``path`` (a background training's log)."""
     import keras
@@ -682,7 +740,7 @@ def fit(
     keras.utils.set_random_seed(config.seed)
     model = compile_model(build(), config)
     budget = TimeBudget(config.time_budget_s, run_dir / "budget.json")
-    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
+    early = ResumedEarlyStopping(previous, config.patience)  # patience counted over every session's epochs
     extra_callbacks = list(callbacks or [])
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
@@ -696,15 +754,18 @@ def fit(
     if config.schedule != "plateau":
         callbacks.insert(2, ScheduledLearningRate(config))
     elif config.reduce_lr_patience:
-        callbacks.insert(2, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                              patience=config.reduce_lr_patience, min_lr=1e-5))
+        callbacks.insert(2, ResumedPlateau(previous, config.reduce_lr_patience, factor=0.5, min_lr=1e-5))
     if log_path is not None:
         callbacks.append(ProgressLog(log_path, name, config.epochs))
     if progress.active():  # a bar on the runner's terminal (none in the notebook)
         callbacks.append(progress.epoch_bar(name, config.epochs))
     if stored is not None:
         callbacks.append(StoreRun(run_dir, stored))  # last: after the backup, history and budget are written
-    if config.pipeline == "tf.data":
+    if previous and early_stopping_state(previous)[1] >= config.patience:
+        # an earlier session ran out the patience (a fit interrupted at its last epoch): it has converged
+        print(f"{run_dir.name}: early stopping's patience ({config.patience} epochs) ran out in the {len(previous)} "
+              "epochs already run; not resumed", flush=True)
+    elif config.pipeline == "tf.data":
         model.fit(batches(x_train, y_train, config.batch_size, config.seed, shuffle=True),
                   validation_data=batches(x_val, y_val, 256, config.seed, shuffle=False),
                   epochs=config.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,  # the pipeline shuffles

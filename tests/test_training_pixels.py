@@ -84,6 +84,62 @@ def test_an_interrupted_fit_resumes_from_its_last_epoch(tiny, tmp_path):
     assert resumed.epochs_run == 4 and resumed.train_seconds > 0
 
 
+def test_early_stopping_counts_its_patience_over_the_epochs_of_earlier_sessions():
+    previous = [{"epoch": i, "val_loss": v} for i, v in enumerate([1.0, 0.8, 0.9, 0.85, 0.95])]
+    assert training.early_stopping_state(previous) == (0.8, 3)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    early = training.ResumedEarlyStopping(previous, patience=4)
+    early.set_model(model)
+    model.stop_training = False
+    early.on_train_begin()
+    early.on_epoch_end(5, {"val_loss": 0.9})  # the 4th epoch without beating 0.8: stop, as one run would
+    assert model.stop_training and early.best_epoch == 1
+
+
+def test_the_plateau_rule_resumes_where_keras_own_callback_stood():
+    """Feed Keras' ReduceLROnPlateau some epochs (it cuts the rate), record them as a history, and the
+    resumed callback replayed from that history is in the very same state: best, wait, cooldown."""
+    losses = [1.0, 0.9, 0.95, 0.97, 0.96, 0.99, 0.8, 0.85, 0.86, 0.87, 0.9]
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    straight = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", mode="min", factor=0.5, patience=2, min_lr=1e-5,
+                                                 cooldown=1)
+    straight.set_model(model)
+    straight.on_train_begin()
+    history = []
+    for epoch, loss in enumerate(losses):
+        logs = {"val_loss": loss}
+        straight.on_epoch_end(epoch, logs)
+        history.append({"epoch": epoch, "val_loss": loss, "learning_rate": logs["learning_rate"]})
+    assert float(model.optimizer.learning_rate) < 0.1  # the run did cut the rate
+    resumed = training.ResumedPlateau(history, patience=2, factor=0.5, min_lr=1e-5)
+    resumed.cooldown = 1
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    assert (resumed.best, resumed.wait, resumed.cooldown_counter) == (straight.best, straight.wait, straight.cooldown_counter)
+
+
+def test_a_fit_whose_patience_ran_out_before_an_interruption_is_not_resumed(tiny, tmp_path, capsys):
+    x, y, xv, yv, n = tiny
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("simulated end of session")
+
+    config = training.TrainConfig(epochs=8, batch_size=16, patience=2)
+    with pytest.raises(RuntimeError, match="end of session"):
+        training.fit(_small_cnn(n), x, y, xv, yv, config, name="p", cache_dir=tmp_path, callbacks=[Interrupt()], verbose=0)
+    (run_dir,) = tmp_path.iterdir()
+    history = pd.read_csv(run_dir / "history.csv")
+    assert len(history) == 3
+    history["val_loss"] = [1.0, 2.0, 3.0]  # the best at the first epoch: the patience of 2 is spent
+    history.to_csv(run_dir / "history.csv", index=False)
+    result = training.fit(_small_cnn(n), x, y, xv, yv, config, name="p", cache_dir=tmp_path, verbose=0)
+    assert "not resumed" in capsys.readouterr().out
+    assert (result.epochs_run, result.best_epoch, result.stopped_by) == (3, 1, "early_stopping")
+
+
 def test_a_fit_mirrored_in_a_store_resumes_and_reloads_on_a_fresh_machine(tiny, tmp_path):
     """A session ends mid-training; the next session's machine has an empty cache/ but the committed store:
     training resumes at the first unfinished epoch, and a third machine reads the finished model back."""
