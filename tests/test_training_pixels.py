@@ -67,18 +67,23 @@ def test_time_budget_stops_training_and_says_so(tiny, tmp_path):
     assert result.stopped_by == "time_budget" and result.epochs_run == 1
 
 
-def test_an_interrupted_fit_resumes_from_its_last_epoch(tiny, tmp_path):
-    x, y, xv, yv, n = tiny
-
+def _interrupted_after(last_epoch: int):
+    """A callback that ends the fit with an error once epoch ``last_epoch`` is recorded (a session's end)."""
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == last_epoch:
                 raise RuntimeError("simulated interruption")
+
+    return Interrupt()
+
+
+def test_an_interrupted_fit_resumes_from_its_last_epoch(tiny, tmp_path):
+    x, y, xv, yv, n = tiny
 
     config = training.TrainConfig(epochs=4, batch_size=16, patience=10)
     with pytest.raises(RuntimeError, match="simulated"):
         training.fit(_small_cnn(n), x, y, xv, yv, config, name="r", cache_dir=tmp_path,
-                     callbacks=[Interrupt()], verbose=0)
+                     callbacks=[_interrupted_after(1)], verbose=0)
     resumed = training.fit(_small_cnn(n), x, y, xv, yv, config, name="r", cache_dir=tmp_path, verbose=0)
     assert [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]  # no epoch twice, none lost
     assert resumed.epochs_run == 4 and resumed.train_seconds > 0
@@ -122,14 +127,10 @@ def test_the_plateau_rule_resumes_where_keras_own_callback_stood():
 def test_a_fit_whose_patience_ran_out_before_an_interruption_is_not_resumed(tiny, tmp_path, capsys):
     x, y, xv, yv, n = tiny
 
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("simulated end of session")
-
     config = training.TrainConfig(epochs=8, batch_size=16, patience=2)
-    with pytest.raises(RuntimeError, match="end of session"):
-        training.fit(_small_cnn(n), x, y, xv, yv, config, name="p", cache_dir=tmp_path, callbacks=[Interrupt()], verbose=0)
+    with pytest.raises(RuntimeError, match="simulated"):
+        training.fit(_small_cnn(n), x, y, xv, yv, config, name="p", cache_dir=tmp_path, callbacks=[_interrupted_after(2)],
+                     verbose=0)
     (run_dir,) = tmp_path.iterdir()
     history = pd.read_csv(run_dir / "history.csv")
     assert len(history) == 3
