@@ -56,7 +56,7 @@ from scipy.stats import binomtest
 import fer_lib
 from fer_lib import anchors, experiment, face_mesh, gradcam, pixels, plots, results, sketches, training
 from fer_lib.data import TEST
-from fer_lib.paths import repo_root, resolve_data_dir, results_dir
+from fer_lib.paths import book_folder, repo_root, resolve_data_dir, results_dir
 
 CHAPTER = "08_sketches"
 P = fer_lib.load_params(profile, chapter=CHAPTER, data_dir=data_dir)
@@ -358,7 +358,7 @@ network_config = {name: base.with_(**(spec.get("training") or {})) for name, spe
 # the profile's committed stores (full): every fit, and each cross-validation fold's outcome, so a fresh
 # machine re-executes the chapter without retraining what was trained once
 store = training.model_store(P)
-fold_store = repo_root() / P.fold_store if P.get("fold_store") else None
+fold_store = book_folder(P, "fold_store")
 
 
 def network_options(name, stage):

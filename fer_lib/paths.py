@@ -103,6 +103,13 @@ def results_dir(profile: str) -> Path:
     return repo_root() / "results" / profile
 
 
+def book_folder(P, key: str) -> Path | None:
+    """The folder a profile names under ``key`` (a path relative to the book's root, such as
+    ``model_store`` or a chapter's ``fold_store``), or None when the profile leaves it unset."""
+    folder = P.get(key)
+    return repo_root() / folder if folder else None
+
+
 def executed_dir(profile: str) -> Path:
     """Where papermill writes a profile's executed notebooks (``full`` ones are committed)."""
     return repo_root() / "book" / "executed" / profile

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import progress
-from .paths import repo_root
+from .paths import book_folder, repo_root, written_atomically
 
 
 class _NoRetracingWarnings(logging.Filter):
@@ -471,8 +471,7 @@ def model_store(P) -> Path | None:
     """The profile's committed run store, or None: ``model_store`` at the top of ``params/<profile>.yml``, a
     folder under the book. Every chapter passes it to its fits (``store=``), so a run finished or half done
     on one machine is read back or resumed on a fresh clone whose ``cache/`` is empty."""
-    folder = P.get("model_store")
-    return repo_root() / folder if folder else None
+    return book_folder(P, "model_store")
 
 
 def stored_name(run_name: str) -> str:
@@ -505,9 +504,8 @@ def sync_run(source: Path, target: Path, limit_mb: float = STORE_LIMIT_MB) -> bo
     for name in files:
         destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
-        temporary = destination.with_name(destination.name + ".partial")
-        shutil.copyfile(source / name, temporary)
-        temporary.replace(destination)
+        with written_atomically(destination) as temporary:
+            shutil.copyfile(source / name, temporary)
     if finished:  # the resume state is no longer needed
         for name in set(STORED_FILES) - set(FINISHED_FILES):
             (target / name).unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from . import progress
-from .paths import repo_root
+from .paths import repo_root, written_atomically
 from .training import TrainConfig, array_digest, compile_model, config_key
 
 
@@ -166,8 +166,8 @@ def keep_trials(store, project: Path) -> None:
     for name in _trial_files(project):
         target = Path(store) / project.name / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(project / name, target.with_name(target.name + ".partial"))
-        target.with_name(target.name + ".partial").replace(target)
+        with written_atomically(target) as temporary:
+            shutil.copyfile(project / name, temporary)
 
 
 def restore_trials(store, project: Path) -> None:
@@ -180,7 +180,8 @@ def restore_trials(store, project: Path) -> None:
 
     for name in _trial_files(kept):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(kept / name, project / name)
+        with written_atomically(project / name) as temporary:
+            shutil.copyfile(kept / name, temporary)
 
 
 @dataclass
@@ -193,6 +194,14 @@ class _Prepared:
     fit_kwargs: dict
     finish: Callable[[Any, float], tuple]
     store: str | os.PathLike | None = None  # a committed folder keeping the finished trials (keep_trials)
+
+
+def _project(cache_dir, store, name: str, key: str) -> Path:
+    """The tuners' folder (``cache_dir``, default ``<book>/cache/tuning``) after its project ``<name>-<key>``
+    got back the trials a store keeps (:func:`restore_trials`)."""
+    directory = Path(cache_dir or repo_root() / "cache" / "tuning")
+    restore_trials(store, directory / f"{name}-{key}")
+    return directory
 
 
 def _grid_tuner(build, grid, x_train, y_train, x_val, y_val, base, *, name, epochs, objective="val_accuracy",
@@ -209,8 +218,7 @@ def _grid_tuner(build, grid, x_train, y_train, x_val, y_val, base, *, name, epoc
         [name, grid, config_key(base), epochs, objective, options or {}, array_digest(x_train, y_train, x_val, y_val)],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     keras.utils.set_random_seed(base.seed)
-    directory = Path(cache_dir or repo_root() / "cache" / "tuning")
-    restore_trials(store, directory / f"{name}-{key}")
+    directory = _project(cache_dir, store, name, key)
     tuner = kt.GridSearch(
         _hypermodel(lambda _options: build(), grid, base), objective=objective, seed=base.seed,
         directory=str(directory), project_name=f"{name}-{key}", overwrite=False,
@@ -266,8 +274,7 @@ def _random_tuner(build, space, x_train, y_train, x_val, y_val, base, *, name, m
         [name, space, config_key(base), max_trials, epochs, patience, objective, fixed,
          array_digest(x_train, y_train, x_val, y_val)], sort_keys=True, default=str).encode()).hexdigest()[:16]
     keras.utils.set_random_seed(base.seed)
-    directory = Path(cache_dir or repo_root() / "cache" / "tuning")
-    restore_trials(store, directory / f"{name}-{key}")
+    directory = _project(cache_dir, store, name, key)
     tuner = kt.RandomSearch(
         _hypermodel(lambda drawn: build({**fixed, **drawn}), space, base), objective=objective,
         max_trials=max_trials, seed=base.seed, directory=str(directory),

@@ -420,7 +420,7 @@ class VideoExperiment:
     val_fraction: float = 0.15
     augmentation: dict | None = None
     seed: int = 0
-    fold_store: str | None = None  # experiment.cross_validate's committed per-fold outcomes (None: cache/models only)
+    fold_store: str | Path | None = None  # experiment.cross_validate's committed per-fold outcomes (None: cache/models only)
     _inputs: dict = field(default_factory=dict, repr=False)
 
     def variant(self, config: VideoConfig, change: dict[str, Any], dataset=None) -> tuple["VideoExperiment", VideoConfig]:
@@ -701,7 +701,7 @@ def experiment_from_params(P) -> tuple[VideoExperiment, list[np.ndarray]]:
     chapter's study."""
     from . import experiment as experiments
     from .data import load_ckplus
-    from .paths import repo_root, resolve_data_dir
+    from .paths import book_folder, resolve_data_dir
 
     dataset = load_ckplus(resolve_data_dir(P.data_dir))
     clips = ckplus_clips(dataset, clip_length=P.clips["clip_length"], frame_size=P.clips["frame_size"])
@@ -709,7 +709,7 @@ def experiment_from_params(P) -> tuple[VideoExperiment, list[np.ndarray]]:
         clips = clips.subset(np.flatnonzero(np.isin(clips.subject, np.unique(clips.subject)[:P.subjects])))
     video = VideoExperiment(clips, training=dict(P.training), widths=tuple(P.widths), val_fraction=P.inner_validation,
                             augmentation=P.get("augmentation"), seed=P.seed,
-                            fold_store=str(repo_root() / P.fold_store) if P.get("fold_store") else None)
+                            fold_store=book_folder(P, "fold_store"))
     folds = experiments.subject_folds(clips.subject, clips.labels, P.search["folds"], seed=P.seed)
     return video, folds
 

@@ -38,9 +38,9 @@ def default_dir() -> Path:
 def profile_dir(P) -> Path:
     """The zoo a profile's chapters export to and read: its ``zoo_dir`` (relative to the book's root; the
     full profile's is the packaged ``fer_lib/models/zoo``, the others' are under ``cache/``)."""
-    from .paths import repo_root
+    from .paths import book_folder
 
-    return repo_root() / P.zoo_dir if P.get("zoo_dir") else default_dir()
+    return book_folder(P, "zoo_dir") or default_dir()
 
 
 def mesh_input(face_mesh: dict[str, Any], kind: str = "mesh", **fields) -> dict[str, Any]:
