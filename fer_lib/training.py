@@ -215,6 +215,54 @@ def array_digest(*arrays) -> str:
     return digest.hexdigest()[:16]
 
 
+#: how far two fingerprints (:func:`array_fingerprint`) may differ, as a fraction of the arrays' spread, and
+#: still be the same data: float round-off of one extraction on two CPUs moves a group mean by far less, while
+#: any real change (another crop margin, CLAHE off, other faces) moves it by more than a hundred times this
+FINGERPRINT_TOLERANCE = 1e-3
+
+
+def _summary(x, groups: int = 64) -> dict[str, Any]:
+    """Float64 means of ``x`` (rows = samples) over ``groups`` blocks of features and ``groups`` blocks of
+    rows, and its standard deviation: what :func:`array_fingerprint` compares."""
+    flat = np.asarray(x).reshape(len(x), -1)
+    total, squares = 0.0, 0.0
+    for start in range(0, len(flat), 4096):  # float64 sums without a float64 copy of the whole array
+        chunk = flat[start:start + 4096].astype(np.float64)
+        total, squares = total + chunk.sum(), squares + np.square(chunk).sum()
+    mean = total / max(flat.size, 1)
+    columns, rows = flat.mean(axis=0, dtype=np.float64), flat.mean(axis=1, dtype=np.float64)
+    return {"std": float(np.sqrt(max(squares / max(flat.size, 1) - mean * mean, 0.0))),
+            "columns": [float(block.mean()) for block in np.array_split(columns, min(groups, len(columns))) if len(block)],
+            "rows": [float(block.mean()) for block in np.array_split(rows, min(groups, len(rows))) if len(block)]}
+
+
+def array_fingerprint(x_train, y_train, x_val, y_val) -> dict[str, Any]:
+    """What a fit's inputs are, beyond their exact bytes (:func:`array_digest`): shapes, dtypes, the labels'
+    digest and block means of the features (:func:`_summary`). Two machines whose CPUs round MediaPipe's
+    floats differently make arrays with other digests but the same fingerprint (:func:`same_data`), and a
+    model stored on one is the model the other would train (chapter 3's stored models score the same
+    accuracies to the image on both)."""
+    return {"shapes": [list(np.shape(a)) for a in (x_train, y_train, x_val, y_val)],
+            "dtypes": [str(np.asarray(a).dtype) for a in (x_train, y_train, x_val, y_val)],
+            "labels": array_digest(y_train, y_val), "x_train": _summary(x_train), "x_val": _summary(x_val)}
+
+
+def same_data(one: dict[str, Any] | None, other: dict[str, Any] | None,
+              tolerance: float = FINGERPRINT_TOLERANCE) -> bool:
+    """Whether two :func:`array_fingerprint`\ s describe the same data up to float round-off: equal shapes,
+    dtypes and labels, and every block mean within ``tolerance`` × the features' spread."""
+    if not one or not other or any(one.get(k) != other.get(k) for k in ("shapes", "dtypes", "labels")):
+        return False
+    for name in ("x_train", "x_val"):
+        a, b = one[name], other[name]
+        scale = tolerance * max(a["std"], b["std"], 1e-12)
+        if abs(a["std"] - b["std"]) > scale or any(
+                len(a[part]) != len(b[part]) or np.max(np.abs(np.subtract(a[part], b[part])), initial=0.0) > scale
+                for part in ("columns", "rows")):
+            return False
+    return True
+
+
 class RunningClock:
     """Seconds of this process's running time: wall-clock time less the time it was stopped.
 
@@ -553,11 +601,13 @@ class StoreRun:
 def fit_key_parts(name: str, options: dict[str, Any] | None, config: "TrainConfig", x_train, y_train, x_val,
                   y_val) -> dict[str, Any]:
     """What :func:`fit_key` digests, one entry per reason a fit trains anew: the name, the builder's options,
-    the training configuration, the exact arrays (their digest) and the Keras version."""
+    the training configuration, the exact arrays (their digest) and the Keras version; and, outside the
+    digest, the arrays' ``fingerprint`` (:func:`array_fingerprint`) that :func:`stored_twin` compares."""
     import keras
 
     return {"name": name, "options": options or {}, "training": config_key(config),
-            "arrays": array_digest(x_train, y_train, x_val, y_val), "keras": keras.__version__}
+            "arrays": array_digest(x_train, y_train, x_val, y_val), "keras": keras.__version__,
+            "fingerprint": array_fingerprint(x_train, y_train, x_val, y_val)}
 
 
 def _digest_of_parts(parts: dict[str, Any]) -> str:
@@ -571,19 +621,34 @@ def fit_key(name: str, options: dict[str, Any] | None, config: "TrainConfig", x_
     return _digest_of_parts(fit_key_parts(name, options, config, x_train, y_train, x_val, y_val))
 
 
+def _stored_runs(store: Path, name: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The runs of fit ``name`` in a store, each with its ``key.json``."""
+    prefix = stored_name(name) + "-"
+    return [(run, json.loads((run / "key.json").read_text())) for run in sorted(Path(store).glob(prefix + "*"))
+            if len(run.name) == len(prefix) + 16 and (run / "key.json").is_file()]
+
+
+def stored_twin(store: Path, parts: dict[str, Any]) -> Path | None:
+    """A stored run of the same fit — name, options, training and Keras version — on arrays whose bytes
+    differ but whose fingerprint says they are the same data (:func:`same_data`): another machine's
+    extraction, rounded otherwise. None when there is none; the furthest-trained one when several."""
+    mine = json.loads(json.dumps(parts, sort_keys=True, default=str))
+    twins = [run for run, theirs in _stored_runs(store, parts["name"])
+             if all(theirs.get(part) == mine[part] for part in ("options", "training", "keras"))
+             and same_data(theirs.get("fingerprint"), mine["fingerprint"])]
+    return max(twins, key=_epochs_in, default=None)
+
+
 def why_not_stored(store: Path, parts: dict[str, Any]) -> str | None:
     """Why ``store`` holds no run for this fit although it holds others of the same name: which of the
     key's parts (:func:`fit_key_parts`, kept in each stored run's ``key.json``) differ, e.g. the input
     arrays when another machine's extraction gave other floats. None when the store has no such run."""
-    prefix = stored_name(parts["name"]) + "-"
-    others = [run for run in sorted(Path(store).glob(prefix + "*"))
-              if len(run.name) == len(prefix) + 16 and (run / "key.json").is_file()]
+    others = _stored_runs(store, parts["name"])
     if not others:
         return None
     mine = json.loads(json.dumps(parts, sort_keys=True, default=str))
     reasons = []
-    for run in others:
-        theirs = json.loads((run / "key.json").read_text())
+    for run, theirs in others:
         differ = [part for part in ("options", "training", "arrays", "keras") if theirs.get(part) != mine[part]]
         reasons.append(f"{run.name}: other {', '.join(differ) or 'key'}")
     return "; ".join(reasons)
@@ -706,6 +771,11 @@ def fit(
     key = _digest_of_parts(parts)
     run_dir = Path(cache_dir or repo_root() / "cache" / "models") / f"{name}-{key}"
     stored = Path(store) / stored_name(f"{name}-{key}") if store else None
+    twin = stored_twin(Path(store), parts) if stored is not None and cache and not stored.is_dir() else None
+    if twin is not None:  # the same fit, stored from another machine's rounding of the same extraction
+        print(f"{stored.name}: using {twin.name} from the store, the same fit on arrays that differ from these "
+              "only in float round-off (same shapes, labels and block means: training.same_data)", flush=True)
+        stored = twin
     if stored is not None and cache and _epochs_in(stored) > _epochs_in(run_dir):
         if run_dir.exists():  # an older attempt here: the store's is further along
             import shutil
@@ -730,7 +800,8 @@ def fit(
     if stored is not None and _epochs_in(run_dir) == 0 and (reason := why_not_stored(Path(store), parts)):
         print(f"{stored.name}: not in the store, which holds {reason}; training anew", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "key.json").write_text(json.dumps(parts, sort_keys=True, default=str, indent=1))
+    if twin is None:  # a twin's run keeps the key it was stored under (its folder's name)
+        (run_dir / "key.json").write_text(json.dumps(parts, sort_keys=True, default=str, indent=1))
     history_path, best_path = run_dir / "history.csv", run_dir / "best.weights.h5"
     previous = _read_history(history_path)  # epochs of an interrupted earlier attempt
     best_so_far = min((row["val_loss"] for row in previous), default=None)
