@@ -39,6 +39,7 @@ ARCHITECTURES = {
     "study_cnn": {"model": "study_cnn", "options": {"width": 32}},
     "mini_xception": {"model": "mini_xception", "options": {}},
     "resnet18_w16": {"model": "resnet18", "options": {"width": 16, "stem_stride": 2}},
+    "resnet18_w16_s1": {"model": "resnet18", "options": {"width": 16, "stem_stride": 1}},
     "resnet18_w32": {"model": "resnet18", "options": {"width": 32, "stem_stride": 2}},
     "vgg11_w16": {"model": "vgg", "options": {"depth": 11, "width": 16}},
     "vgg13_w32": {"model": "vgg", "options": {"depth": 13, "width": 32}},

@@ -271,6 +271,8 @@ plots.confusion_matrices(records);
 #   is measured on them. Here the choices use PublicTest only, and PrivateTest is reported.
 # - **VGG-11 and ResNet-18** with the ImageNet networks' block structure and widths 16…128 instead of
 #   64…512 (ResNet's stem halves the face first): about 20 M multiply-adds, a tenth of ResNet50 at 48×48.
+#   `resnet18_w16_s1` is the same ResNet-18 with a stem that does not halve the face: as many weights,
+#   four times the multiply-adds, its first stage at 48×48 — what resolution buys at this size.
 # - **the study CNN** again, now to the end of its schedule.
 #
 # The recipe, except where a model's row says otherwise: SGD with Nesterov momentum, a **one-cycle**
