@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import progress
 from .paths import repo_root, written_atomically
-from .training import TrainConfig, array_digest, compile_model, config_key
+from .training import TrainConfig, array_digest, array_fingerprint, compile_model, config_key, same_data
 
 
 TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
@@ -151,7 +151,7 @@ def _trial_files(project: Path) -> list[Path]:
     """A search folder's state, relative to it, without the trials' weights: the oracle's and the tuner's
     files and each trial's record (values, metrics, status) and build config. Enough for keras-tuner to
     reload a search and skip its finished trials; the chapters retrain the best values with training.fit."""
-    names = [Path(n) for n in ("oracle.json", "tuner0.json") if (project / n).is_file()]
+    names = [Path(n) for n in ("oracle.json", "tuner0.json", "search.json") if (project / n).is_file()]
     return names + sorted(p.relative_to(project) for pattern in ("trial_*/trial.json", "trial_*/build_config.json")
                           for p in project.glob(pattern))
 
@@ -170,10 +170,11 @@ def keep_trials(store, project: Path) -> None:
             shutil.copyfile(project / name, temporary)
 
 
-def restore_trials(store, project: Path) -> None:
+def restore_trials(store, project: Path, kept: Path | None = None) -> None:
     """Before a tuner opens ``project``: on a machine that lacks it (no ``oracle.json``), the trials kept in
-    ``<store>/<project name>/`` by :func:`keep_trials`, so the search reloads them instead of running them."""
-    kept = Path(store) / project.name if store is not None else None
+    ``<store>/<project name>/`` by :func:`keep_trials` (or in ``kept``, a twin: :func:`_stored_twin`), so the
+    search reloads them instead of running them."""
+    kept = kept or (Path(store) / project.name if store is not None else None)
     if kept is None or not (kept / "oracle.json").is_file() or (project / "oracle.json").is_file():
         return
     import shutil
@@ -196,11 +197,44 @@ class _Prepared:
     store: str | os.PathLike | None = None  # a committed folder keeping the finished trials (keep_trials)
 
 
-def _project(cache_dir, store, name: str, key: str) -> Path:
+def _search_key(what: list, x_train, y_train, x_val, y_val) -> tuple[str, dict[str, Any]]:
+    """A search's project key — ``what`` defines it (name, space, training, …) and the arrays' exact digest —
+    and its ``search.json``: the digest of ``what`` alone and the arrays' fingerprint
+    (:func:`fer_lib.training.array_fingerprint`), by which another CPU's rounding of the same arrays finds it."""
+    key = hashlib.sha256(json.dumps([*what, array_digest(x_train, y_train, x_val, y_val)], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:16]
+    search = {"what": hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16],
+              "fingerprint": json.loads(json.dumps(array_fingerprint(x_train, y_train, x_val, y_val)))}
+    return key, search
+
+
+def _stored_twin(store, name: str, search: dict[str, Any]) -> Path | None:
+    """A kept search of the same ``what`` whose arrays differ from these only in float round-off
+    (:func:`fer_lib.training.same_data`); the one with most trials when several."""
+    prefix = f"{name}-"
+    twins = [kept for kept in sorted(Path(store).glob(prefix + "*")) if len(kept.name) == len(prefix) + 16
+             and (kept / "oracle.json").is_file() and (kept / "search.json").is_file()
+             and (theirs := json.loads((kept / "search.json").read_text()))["what"] == search["what"]
+             and same_data(theirs["fingerprint"], search["fingerprint"])]
+    return max(twins, key=lambda kept: len(list(kept.glob("trial_*"))), default=None)
+
+
+def _project(cache_dir, store, name: str, key: str, search: dict[str, Any]) -> Path:
     """The tuners' folder (``cache_dir``, default ``<book>/cache/tuning``) after its project ``<name>-<key>``
-    got back the trials a store keeps (:func:`restore_trials`)."""
+    got back the trials a store keeps (:func:`restore_trials`) — under this key, or a twin's — and its
+    ``search.json`` (:func:`_search_key`)."""
     directory = Path(cache_dir or repo_root() / "cache" / "tuning")
-    restore_trials(store, directory / f"{name}-{key}")
+    project = directory / f"{name}-{key}"
+    twin = None
+    if store is not None and not (Path(store) / project.name / "oracle.json").is_file() \
+            and not (project / "oracle.json").is_file():
+        twin = _stored_twin(store, name, search)
+    if twin is not None:
+        print(f"{project.name}: reloading the trials of {twin.name} from the store, the same search on arrays that "
+              "differ from these only in float round-off (training.same_data)", flush=True)
+    restore_trials(store, project, kept=twin)
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "search.json").write_text(json.dumps(search, sort_keys=True, indent=1))
     return directory
 
 
@@ -214,11 +248,10 @@ def _grid_tuner(build, grid, x_train, y_train, x_val, y_val, base, *, name, epoc
         raise ValueError(f"grid names {unknown} are not TrainConfig fields; use some of {sorted(TRAIN_FIELDS)}")
     if not grid or any(not values for values in grid.values()):
         raise ValueError(f"every grid entry needs at least one value, got {grid}")
-    key = hashlib.sha256(json.dumps(
-        [name, grid, config_key(base), epochs, objective, options or {}, array_digest(x_train, y_train, x_val, y_val)],
-        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key, search = _search_key([name, grid, config_key(base), epochs, objective, options or {}],
+                              x_train, y_train, x_val, y_val)
     keras.utils.set_random_seed(base.seed)
-    directory = _project(cache_dir, store, name, key)
+    directory = _project(cache_dir, store, name, key, search)
     tuner = kt.GridSearch(
         _hypermodel(lambda _options: build(), grid, base), objective=objective, seed=base.seed,
         directory=str(directory), project_name=f"{name}-{key}", overwrite=False,
@@ -270,11 +303,10 @@ def _random_tuner(build, space, x_train, y_train, x_val, y_val, base, *, name, m
     import keras_tuner as kt
 
     fixed = dict(options or {})
-    key = hashlib.sha256(json.dumps(
-        [name, space, config_key(base), max_trials, epochs, patience, objective, fixed,
-         array_digest(x_train, y_train, x_val, y_val)], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key, search = _search_key([name, space, config_key(base), max_trials, epochs, patience, objective, fixed],
+                              x_train, y_train, x_val, y_val)
     keras.utils.set_random_seed(base.seed)
-    directory = _project(cache_dir, store, name, key)
+    directory = _project(cache_dir, store, name, key, search)
     tuner = kt.RandomSearch(
         _hypermodel(lambda drawn: build({**fixed, **drawn}), space, base), objective=objective,
         max_trials=max_trials, seed=base.seed, directory=str(directory),

@@ -238,6 +238,16 @@ def test_a_search_kept_in_a_store_is_read_back_on_a_fresh_machine_without_traini
                                            cache_dir=tmp_path / "machine2", store=store)
     pd.testing.assert_frame_equal(again, first)
     assert best_again == best
+    # a third machine's CPU rounds the extraction otherwise: other bytes, another project key, the same trials
+    rounded = (x + np.random.default_rng(0).normal(0, 1e-6, x.shape)).astype(x.dtype)
+    third, best_third = tuning.grid_search(no_training, grid, rounded, y, xv, yv, base, name="g", epochs=1,
+                                           cache_dir=tmp_path / "machine3", store=store)
+    pd.testing.assert_frame_equal(third, first)
+    assert best_third == best and [p.name for p in (tmp_path / "machine3").iterdir()] != [kept.name]
+    # other data is another search: it trains
+    with pytest.raises(AssertionError, match="trained again"):
+        tuning.grid_search(no_training, grid, np.clip(x * 1.1, 0, 1), y, xv, yv, base, name="g", epochs=1,
+                           cache_dir=tmp_path / "machine4", store=store)
 
 
 def _brightness_model():
