@@ -101,8 +101,9 @@ def train_and_evaluate(build: Callable[[], Any], data: SplitArrays, config: trai
     val_probabilities, _ = training.predict(fitted.model, data.x[VAL])
     test_probabilities, infer_ms = training.predict(fitted.model, data.x[TEST])
     summary = {k: v for k, v in fitted.summary.items() if k in ("epochs_run", "best_epoch", "stopped_by", "device")}
-    # "run": the cache/models (and model store) folder of the fit, so the model can be found from its record
-    extra = {"training": asdict(config), "n_train": int(len(y_train)), "run": fitted.run_dir.name, **summary}
+    # "run": the model store's (and cache/models') folder of the fit, so the model can be found from its record
+    extra = {"training": asdict(config), "n_train": int(len(y_train)), "run": fitted.stored_run or fitted.run_dir.name,
+             **summary}
     timing = {"train_seconds": fitted.train_seconds, "infer_ms_per_image": infer_ms,
               "n_params": int(fitted.model.count_params()),
               # images through training per second (epochs × training set / time; validation passes included)

@@ -140,12 +140,15 @@ class FitResult:
     device: str
     run_dir: Path
     from_cache: bool
+    stored_run: str | None = None    # the store's folder when it is a twin's, named otherwise (stored_twin)
 
     @classmethod
-    def from_meta(cls, model, meta: dict[str, Any], run_dir: Path, from_cache: bool) -> "FitResult":
+    def from_meta(cls, model, meta: dict[str, Any], run_dir: Path, from_cache: bool,
+                  stored_run: str | None = None) -> "FitResult":
         """From a model and its ``fit.json`` contents."""
         fields = ("history", "train_seconds", "epochs_run", "best_epoch", "stopped_by", "device")
-        return cls(model=model, run_dir=run_dir, from_cache=from_cache, **{k: meta[k] for k in fields})
+        return cls(model=model, run_dir=run_dir, from_cache=from_cache, stored_run=stored_run,
+                   **{k: meta[k] for k in fields})
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -790,7 +793,7 @@ def fit(
             if stored is not None and _epochs_in(stored) < _epochs_in(run_dir):
                 store_finished(model, build, run_dir, stored)  # trained before the store was named: keep it there too
             progress.note("fit", computed=False)
-            return FitResult.from_meta(model, meta, run_dir, from_cache=True)
+            return FitResult.from_meta(model, meta, run_dir, from_cache=True, stored_run=twin and twin.name)
         # the key covers the builder's options, not its code: a changed builder has the same key
         aside = _set_aside(run_dir, stored)
         print(f"{run_dir.name}: the cached model's architecture is not what the builder makes now ({changed}); "
@@ -862,7 +865,7 @@ def fit(
     meta_path.write_text(json.dumps(meta, indent=1, default=str))
     if stored is not None and not store_finished(model, build, run_dir, stored):
         print(f"{run_dir.name}: larger than {STORE_LIMIT_MB:.0f} MB, not kept in {stored.parent}")
-    return FitResult.from_meta(model, meta, run_dir, from_cache=False)
+    return FitResult.from_meta(model, meta, run_dir, from_cache=False, stored_run=twin and twin.name)
 
 
 def predict(model, x, batch_size: int = 256) -> tuple[np.ndarray, float]:

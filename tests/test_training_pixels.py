@@ -335,6 +335,7 @@ def test_a_stored_fit_is_read_back_on_arrays_that_differ_only_in_float_round_off
     again = training.fit(_small_cnn(n), rounded, y, xv, yv, config, name="m", cache_dir=tmp_path / "two", store=store,
                          verbose=0)
     assert again.from_cache and f"using {run.name} from the store" in capsys.readouterr().out
+    assert again.stored_run == run.name and again.run_dir.name != run.name  # the record names the committed folder
     np.testing.assert_allclose(again.model.predict(xv, verbose=0), first.model.predict(xv, verbose=0), rtol=1e-5)
     assert [p.name for p in store.iterdir()] == [run.name]  # no second copy
     other_face = x.copy()
