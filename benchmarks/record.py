@@ -13,8 +13,10 @@ def load_average() -> float:
 
 
 def machine(load_before: float) -> dict:
+    from fer_lib.results import cpu_description
+
     return {"cores": os.cpu_count(), "load_average_1min_before": load_before,
-            "machine": f"{platform.machine()} {platform.processor() or platform.system()}"}
+            "machine": f"{platform.machine()} {platform.processor() or platform.system()}", "cpu": cpu_description()}
 
 
 def emit(result: dict, out: str | None) -> None:

@@ -233,10 +233,27 @@ def make_record(
         "profile": profile, "seed": seed,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.system()}, python {platform.python_version()}",
+        "cpu": cpu_description(),
         **extra,
     }
     validate_record(record)
     return record
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its widest vector instructions, e.g. 'Intel(R) Xeon(R) Processor (AVX-512, AMX)':
+    the book's machines share a model name but not their speed (chapter 3's VGG-11 took 108 s an epoch on one,
+    36 s on another) nor MediaPipe's rounding, so a time or a speed is read with it."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return platform.processor() or "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                 platform.processor() or "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    widest = [name for name, flag in (("AVX-512", "avx512f"), ("AMX", "amx_tile")) if flag in flags] \
+        or [name for name, flag in (("AVX2", "avx2"), ("AVX", "avx")) if flag in flags][:1]
+    return f"{model} ({', '.join(widest)})" if widest else model
 
 
 def validate_record(record: dict[str, Any]) -> None:

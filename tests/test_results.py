@@ -89,3 +89,15 @@ def test_invalid_records_are_refused_with_every_reason():
     record["accuracy"] = 1.2
     with pytest.raises(ValueError, match=r"model=.*accuracy=1.2"):
         results.validate_record(record)
+
+
+def test_a_record_names_the_cpu_its_times_were_measured_on(monkeypatch, tmp_path):
+    """Machines with one model name differ threefold in speed: the record says which vector units it had."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 avx avx2 avx512f amx_tile\n")
+    real_path = results.Path
+    monkeypatch.setattr(results, "Path", lambda p, *a: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p, *a))
+    assert results.cpu_description() == "Intel(R) Xeon(R) Processor (AVX-512, AMX)"
+    cpuinfo.write_text("model name\t: Some CPU\nflags\t\t: fpu sse2 avx avx2\n")
+    assert results.cpu_description() == "Some CPU (AVX2)"
+    assert _record()["cpu"] == "Some CPU (AVX2)"
