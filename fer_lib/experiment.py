@@ -445,27 +445,41 @@ class FoldOutcome:
         (chapter 9's learning-rate ablation and its tuned network) keep their folds side by side."""
         return Path(store) / cache_name / f"fold{number:03d}-{key}.json"
 
-    def write(self, store, cache_name: str, number: int, key: str, test_ids) -> None:
-        """Atomically (a temporary file renamed), so an interrupted run never leaves half a fold."""
+    def write(self, store, cache_name: str, number: int, key: str, test_ids, parts: dict | None = None) -> None:
+        """Atomically (a temporary file renamed), so an interrupted run never leaves half a fold. ``parts``
+        (:func:`fer_lib.training.fit_key_parts`) adds the fit's identity and its arrays' fingerprint, by
+        which a machine that rounds the same arrays otherwise finds the fold (:meth:`read`)."""
         path = self.path(store, cache_name, number, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fields = {k: v for k, v in asdict(self).items() if k != "probabilities"}
-        text = json.dumps({"key": key, "test_ids": [str(i) for i in test_ids], **fields,
+        same = {"identity": training.fit_identity(parts), "fingerprint": parts["fingerprint"]} if parts else {}
+        text = json.dumps({"key": key, "test_ids": [str(i) for i in test_ids], **same, **fields,
                            "probabilities": np.round(self.probabilities, 6).tolist()}, indent=0)
         temporary = path.with_suffix(f".tmp{os.getpid()}")
         temporary.write_text(text)
         temporary.replace(path)
 
     @classmethod
-    def read(cls, store, cache_name: str, number: int, key: str, test_ids) -> "FoldOutcome | None":
-        """The stored outcome of this fold if it was trained with this fit key on these test images, else None."""
+    def read(cls, store, cache_name: str, number: int, key: str, test_ids,
+             parts: dict | None = None) -> "FoldOutcome | None":
+        """The stored outcome of this fold if it was trained with this fit key on these test images — or,
+        given ``parts``, with this fit's identity on arrays that differ only in float round-off
+        (:func:`fer_lib.training.same_data`: another CPU's extraction) — else None."""
+        ids = [str(i) for i in test_ids]
         path = cls.path(store, cache_name, number, key)
-        if not path.is_file():
-            return None
-        stored = json.loads(path.read_text())
-        if stored.pop("key") != key or stored.pop("test_ids") != [str(i) for i in test_ids]:
-            return None
-        return cls(**{**stored, "probabilities": np.asarray(stored["probabilities"], dtype=float)})
+        candidates = [path] if path.is_file() else []
+        if not candidates and parts:
+            candidates = sorted(path.parent.glob(f"fold{number:03d}-*.json"))
+        for candidate in candidates:
+            stored = json.loads(candidate.read_text())
+            identity, fingerprint = stored.pop("identity", None), stored.pop("fingerprint", None)
+            if stored.pop("test_ids") != ids:
+                continue
+            if stored.pop("key") != key and not (parts and identity == training.fit_identity(parts)
+                                                 and training.same_data(fingerprint, parts["fingerprint"])):
+                continue
+            return cls(**{**stored, "probabilities": np.asarray(stored["probabilities"], dtype=float)})
+        return None
 
 
 @dataclass
@@ -521,14 +535,16 @@ def cross_validate(build: Callable[[], Any], x, y, groups, ids, folds: list[np.n
         if augment is not None:
             x_fit, y_fit = augment(x_fit, y_fit, config.seed + number)
         name = f"{cache_name}-fold{number:02d}"
-        key = training.fit_key(name, options, config, x_fit, y_fit, x[val_index], y[val_index]) if fold_store else None
-        stored = FoldOutcome.read(fold_store, cache_name, number, key, ids[test]) if fold_store else None
+        parts = training.fit_key_parts(name, options, config, x_fit, y_fit, x[val_index], y[val_index]) \
+            if fold_store else None
+        key = training.digest_of_parts(parts) if fold_store else None
+        stored = FoldOutcome.read(fold_store, cache_name, number, key, ids[test], parts) if fold_store else None
         if stored is None:
             fitted = training.fit(build, x_fit, y_fit, x[val_index], y[val_index], config, name=name, options=options,
                                   verbose=0, callbacks=callbacks() if callbacks else None)
             outcome = FoldOutcome.of(fitted, x[test], x[val_index], y[val_index])
             if fold_store:
-                outcome.write(fold_store, cache_name, number, key, ids[test])
+                outcome.write(fold_store, cache_name, number, key, ids[test], parts)
         else:
             fitted, outcome = None, stored
             progress.note("fit", computed=False)  # read from the fold store: a cached fit without its model

@@ -613,15 +613,22 @@ def fit_key_parts(name: str, options: dict[str, Any] | None, config: "TrainConfi
             "fingerprint": array_fingerprint(x_train, y_train, x_val, y_val)}
 
 
-def _digest_of_parts(parts: dict[str, Any]) -> str:
+def digest_of_parts(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([parts["name"], parts["options"], parts["training"], parts["arrays"], parts["keras"]],
+                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fit_identity(parts: dict[str, Any]) -> str:
+    """The digest of what defines a fit apart from its arrays (name, options, training, Keras version): two
+    fits with one identity and the same data (:func:`same_data`) are the same fit on any machine."""
+    return hashlib.sha256(json.dumps([parts["name"], parts["options"], parts["training"], parts["keras"]],
                                      sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def fit_key(name: str, options: dict[str, Any] | None, config: "TrainConfig", x_train, y_train, x_val, y_val) -> str:
     """The digest that names a fit in the cache: the name, the builder's options, the training
     configuration, the exact arrays and the Keras version (any change trains anew)."""
-    return _digest_of_parts(fit_key_parts(name, options, config, x_train, y_train, x_val, y_val))
+    return digest_of_parts(fit_key_parts(name, options, config, x_train, y_train, x_val, y_val))
 
 
 def _stored_runs(store: Path, name: str) -> list[tuple[Path, dict[str, Any]]]:
@@ -771,7 +778,7 @@ def fit(
     import keras
 
     parts = fit_key_parts(name, options, config, x_train, y_train, x_val, y_val)
-    key = _digest_of_parts(parts)
+    key = digest_of_parts(parts)
     run_dir = Path(cache_dir or repo_root() / "cache" / "models") / f"{name}-{key}"
     stored = Path(store) / stored_name(f"{name}-{key}") if store else None
     twin = stored_twin(Path(store), parts) if stored is not None and cache and not stored.is_dir() else None

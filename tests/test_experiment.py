@@ -118,8 +118,8 @@ def test_fold_store_resumes_a_cross_validation_without_models_and_retrains_on_an
         return keras.Sequential([keras.Input((48, 48, 1)), keras.layers.AveragePooling2D(8), keras.layers.Flatten(),
                                  keras.layers.Dense(4, activation="softmax")])
 
-    def run(options, cache_name="cv"):
-        return experiment.cross_validate(tiny_network, x, dataset.labels,
+    def run(options, cache_name="cv", images=x):
+        return experiment.cross_validate(tiny_network, images, dataset.labels,
                                          dataset.subject, dataset.ids, folds, config, cache_name=cache_name,
                                          options=options, class_names=dataset.class_names, record=None, n_boot=0,
                                          fold_store=store)
@@ -156,3 +156,12 @@ def test_fold_store_resumes_a_cross_validation_without_models_and_retrains_on_an
     key = json.loads(next((store / "cv").glob("fold000-*.json")).read_text())["key"]
     assert experiment.FoldOutcome.read(store, "cv", 0, key, dataset.ids[folds[0]]) is not None
     assert experiment.FoldOutcome.read(store, "cv", 0, key, dataset.ids[folds[1]]) is None
+    # another CPU's rounding of the same images: other bytes and fit keys, the same folds, read back
+    rounded = (x + np.random.default_rng(1).normal(0, 1e-4, x.shape)).astype("float32")
+    assert training.fit_key("cv-fold00", {}, config, rounded, dataset.labels, x, dataset.labels) != \
+        training.fit_key("cv-fold00", {}, config, x, dataset.labels, x, dataset.labels)
+    read_back = run({"width": 2}, images=rounded)
+    assert len(trained) == 4 and (read_back.folds["from cache"] == "fold store").all()
+    np.testing.assert_allclose(read_back.probabilities, again.probabilities, atol=1e-6)
+    run({"width": 2}, images=np.clip(x * 1.1, 0, 255))  # other images: every fold trains
+    assert len(trained) == 7
