@@ -24,8 +24,8 @@
 # | study CNN | 6 conv layers with batch norm and ReLU, pooling and dropout, 2 dense layers, 48×48×1; 62 % | same architecture (`fer_lib.pixels.study_cnn`) |
 # | ResNet50 | trained from scratch, 3-channel input | same (`pixels.resnet50(weights=None)`) |
 # | VGG16 | transfer learning from VGGFace/ImageNet weights; 67 % | **from scratch**: pretrained weights cannot be downloaded on the machines that built this book. `pixels.vgg16(weights="imagenet")` (or a weights file) gives the study's transfer setting to readers who can download them |
-| mini-Xception | not in the study: Arriaga et al. {cite:p}`arriaga2017`, about 66 % on FER2013 | as published, trained to early stopping on PublicTest, reported on PrivateTest (section 4 lists the three differences) |
-| training | to a budget (the study: until its schedule ended, on a GPU) | section 3 to a CPU budget, as the study's models; section 4 until converged |
+# | mini-Xception | not in the study: Arriaga et al. {cite:p}`arriaga2017`, about 66 % on FER2013 | as published, trained to early stopping on PublicTest, reported on PrivateTest (section 4 lists the three differences) |
+# | training | to a budget (the study: until its schedule ended, on a GPU) | section 3 to a CPU budget, as the study's models; section 4 until converged |
 #
 # Every model carries its augmentation (horizontal flip, small rotation) and per-image
 # standardisation as Keras layers, so training and inference see identical steps. One training loop
