@@ -10,7 +10,8 @@ Per architecture (random 48×48 faces, 0..255, the chapters' augmentation: flip 
   batch size) and the whole training epoch (forward + backward + update);
 - training images per second for chapter 3's path as executed ("arrays": NumPy arrays to
   ``model.fit``), for the tf.data pipeline (``TrainConfig(pipeline="tf.data")``) and for tf.data with
-  the network compiled by XLA (``TrainConfig(jit_compile=True)``);
+  the network compiled by XLA (``TrainConfig(jit_compile=True)``), and for tf.data in mixed bfloat16 (Keras' dtype policy
+  ``mixed_bfloat16``: float32 weights, bfloat16 arithmetic; fast only where the CPU has bf16 units);
 - inference images per second (batch 256) and multiply-adds per image.
 
 This shared 2-core machine changes speed from one minute to the next: some runs are capped at one rate
@@ -89,12 +90,25 @@ def measure(name: str, n_images: int, batch_size: int, repeats: int) -> dict:
     def epoch_xla():
         jitted.fit(dataset, epochs=1, verbose=0, shuffle=False)
 
-    epoch_arrays(), epoch_tf_data(), epoch_xla()  # warm-up: tracing, XLA compilation, thread pools
-    arrays, tf_data, xla = [], [], []
+    # the same network in mixed bfloat16 (float32 weights, bfloat16 compute), on the tf.data pipeline: what
+    # a CPU with AMX or AVX-512 BF16 units would give; not (yet) a TrainConfig option of the chapters
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        half = training.compile_model(pixels.build(spec["model"], 7, augmentation=AUGMENTATION, **spec["options"]), config)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+    def epoch_bf16():
+        half.fit(dataset, epochs=1, verbose=0, shuffle=False)
+
+    epoch_arrays(), epoch_tf_data(), epoch_xla(), epoch_bf16()  # warm-up: tracing, XLA compilation, thread pools
+    arrays, tf_data, xla, bf16 = [], [], [], []
     for _ in range(repeats):  # alternate, so every variant sees the machine in the same states
         arrays.append(_timed(epoch_arrays, 1))
         tf_data.append(_timed(epoch_tf_data, 1))
         xla.append(_timed(epoch_xla, 1))
+        bf16.append(_timed(epoch_bf16, 1))
 
     augmentation = model.get_layer("augmentation")
     augment = tf.function(lambda batch: augmentation(batch, training=True))
@@ -111,6 +125,8 @@ def measure(name: str, n_images: int, batch_size: int, repeats: int) -> dict:
              "forward_s": _timed(lambda: [forward(b) for b in batches], repeats)}
     model.predict(x[:256], batch_size=256, verbose=0)
     infer = _timed(lambda: model.predict(x, batch_size=256, verbose=0), repeats)
+    half.predict(x[:256], batch_size=256, verbose=0)
+    infer_bf16 = _timed(lambda: half.predict(x, batch_size=256, verbose=0), repeats)
     arrays_s, tf_data_s = float(np.median(arrays)), float(np.median(tf_data))
     return {
         "architecture": name, **spec, "parameters": int(model.count_params()),
@@ -118,17 +134,21 @@ def measure(name: str, n_images: int, batch_size: int, repeats: int) -> dict:
         "train_images_per_s_arrays": round(n_images / arrays_s, 1),
         "train_images_per_s_tf_data": round(n_images / tf_data_s, 1),
         "train_images_per_s_tf_data_xla": round(n_images / float(np.median(xla)), 1),
+        "train_images_per_s_tf_data_bf16": round(n_images / float(np.median(bf16)), 1),
         # Keras falls back to plain graphs when a layer cannot be compiled (RandomRotation): then the "xla"
         # timings are the tf.data path again
         "xla_applied": bool(getattr(jitted, "jit_compile", False)),
         # every timing, in the order taken: this machine's speed is bimodal (some runs cap at one rate)
         "train_images_per_s_samples": {"arrays": [round(n_images / t, 1) for t in arrays],
-                                       "tf_data": [round(n_images / t, 1) for t in tf_data]},
+                                       "tf_data": [round(n_images / t, 1) for t in tf_data],
+                                       "tf_data_bf16": [round(n_images / t, 1) for t in bf16]},
         # noise here only slows a run, so each path's fastest timing is its cost (timeit's minimum)
-        "train_images_per_s_best": {"arrays": round(n_images / min(arrays), 1), "tf_data": round(n_images / min(tf_data), 1)},
+        "train_images_per_s_best": {"arrays": round(n_images / min(arrays), 1), "tf_data": round(n_images / min(tf_data), 1),
+                                    "tf_data_bf16": round(n_images / min(bf16), 1)},
         "train_images_per_s_range": [round(n_images / max(arrays + tf_data + xla), 1),
                                      round(n_images / min(arrays + tf_data + xla), 1)],
         "infer_images_per_s": round(n_images / infer, 1), "infer_ms_per_image": round(1000 * infer / n_images, 3),
+        "infer_images_per_s_bf16": round(n_images / infer_bf16, 1),
         # shares of the (tf.data) training epoch spent in each part when run alone; the rest is the backward
         # pass and the update
         **{f"share_{k[:-2]}": round(v / tf_data_s, 3) for k, v in parts.items()},
