@@ -140,7 +140,7 @@ class FitResult:
     device: str
     run_dir: Path
     from_cache: bool
-    stored_run: str | None = None    # the store's folder when it is a twin's, named otherwise (stored_twin)
+    stored_run: str | None = None    # the store's folder when it is a twin's, named by another key (stored_twin)
 
     @classmethod
     def from_meta(cls, model, meta: dict[str, Any], run_dir: Path, from_cache: bool,
@@ -255,7 +255,7 @@ def array_fingerprint(x_train, y_train, x_val, y_val) -> dict[str, Any]:
 
 def same_data(one: dict[str, Any] | None, other: dict[str, Any] | None,
               tolerance: float = FINGERPRINT_TOLERANCE) -> bool:
-    """Whether two :func:`array_fingerprint`\ s describe the same data up to float round-off: equal shapes,
+    """Whether two fingerprints (:func:`array_fingerprint`) describe the same data up to float round-off: equal shapes,
     dtypes and labels, and every block mean within ``tolerance`` × the features' spread."""
     if not one or not other or any(one.get(k) != other.get(k) for k in ("shapes", "dtypes", "labels")):
         return False
@@ -617,6 +617,7 @@ def fit_key_parts(name: str, options: dict[str, Any] | None, config: "TrainConfi
 
 
 def digest_of_parts(parts: dict[str, Any]) -> str:
+    """The fit key of :func:`fit_key_parts` (the fingerprint stays outside it)."""
     return hashlib.sha256(json.dumps([parts["name"], parts["options"], parts["training"], parts["arrays"], parts["keras"]],
                                      sort_keys=True, default=str).encode()).hexdigest()[:16]
 
