@@ -11,7 +11,6 @@ representation beside the best 2D model on exactly the same PrivateTest images.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import progress, results, training
+from .paths import written_atomically
 from .data import TEST, TRAIN, VAL
 
 
@@ -455,9 +455,8 @@ class FoldOutcome:
         same = {"identity": training.fit_identity(parts), "fingerprint": parts["fingerprint"]} if parts else {}
         text = json.dumps({"key": key, "test_ids": [str(i) for i in test_ids], **same, **fields,
                            "probabilities": np.round(self.probabilities, 6).tolist()}, indent=0)
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        temporary.write_text(text)
-        temporary.replace(path)
+        with written_atomically(path) as temporary:
+            temporary.write_text(text)
 
     @classmethod
     def read(cls, store, cache_name: str, number: int, key: str, test_ids,
