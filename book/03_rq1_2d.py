@@ -443,9 +443,9 @@ display(Markdown("What each lever bought on PrivateTest: " + "; ".join(levers) +
 # three minutes on two cores, and they train 30–40 epochs. The FER2013 results at and above 70 % come
 # from full-width networks trained for far longer on GPUs — a VGG variant at 73 % on PrivateTest
 # {cite:p}`khaireddin2021` — and the ResNets' best PublicTest epochs are among the last of their
-# one-cycle schedules (section 4's table), so longer schedules could buy some of the distance. *Resolution:* keeping ResNet-18's
-# first stage at 48×48 (`resnet18_w16_s1`) is the largest single lever of the list above, at four
-# times the multiply-adds per face. *The published 66 %:* mini-Xception's number is measured on
+# one-cycle schedules (section 4's table), so longer schedules could buy some of the distance.
+# *Resolution:* keeping ResNet-18's first stage at 48×48 (`resnet18_w16_s1`) is the largest single
+# lever of the list above, at four times the multiply-adds per face. *The published 66 %:* mini-Xception's number is measured on
 # PublicTest and PrivateTest together, the images that also chose its checkpoint and its learning-rate
 # cuts (section 4); here the same model, chosen on PublicTest only, is its row. *Speed:* in
 # `benchmarks/pixels_speed.py` the input pipeline and the augmentation are about 1 % of a study-CNN

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from . import progress, results, training
-from .paths import written_atomically
 from .data import TEST, TRAIN, VAL
+from .paths import written_atomically
 
 
 @dataclass
